@@ -1,0 +1,95 @@
+"""Capture the alignment heads' cross-attention while the batched decoder runs.
+
+The decoder calls `take(layer, scores)` for the layers it is told about; the probe keeps, per
+decoding step, the scores of the curated alignment heads only, for the rows still decoding. It
+stores *scores* (q.k / sqrt(d)) minus their row maximum, in float16, not softmax weights: the
+alignment stage standardizes every (head, token) row over frames, which cancels the softmax's
+per-row normalizer exactly, so the softmax runs later and only for segments someone aligns.
+Subtracting the maximum first keeps float16 precise where it matters (near the peak).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import mx
+
+
+class AttentionProbe:
+    """Collects (tokens x heads x frames) alignment-head scores for each row of a batch."""
+
+    all_positions = False
+
+    def __init__(self, pairs: tuple[tuple[int, int], ...]):
+        self.pairs = tuple(sorted(pairs))
+        by_layer: dict[int, list[int]] = {}
+        for layer, head in self.pairs:
+            by_layer.setdefault(layer, []).append(head)
+        self.layers = {layer: mx.array(heads) for layer, heads in by_layer.items()}
+        self._order = sorted(by_layer)
+        self._pending: dict[int, mx.array] = {}
+        self._steps: list[tuple[np.ndarray, mx.array]] = []
+
+    @property
+    def head_indices(self) -> dict[int, list[int]]:
+        return {layer: np.asarray(h).tolist() for layer, h in self.layers.items()}
+
+    def take(self, layer: int, scores: mx.array) -> None:
+        """Receive (B, heads, 1, frames) scores of one layer for the current step."""
+        self._pending[layer] = scores
+
+    def end_step(self, rows: np.ndarray) -> mx.array:
+        """Close a step whose batch rows are `rows` (original row ids); returns the lazy array to
+        evaluate together with the step's logits."""
+        scores = mx.concatenate([self._pending[layer][:, :, -1, :] for layer in self._order], axis=1)
+        scores = (scores - scores.max(axis=-1, keepdims=True)).astype(mx.float16)
+        self._steps.append((rows.copy(), scores))
+        self._pending.clear()
+        return scores
+
+    def drop_last_steps(self, keep: int) -> None:
+        del self._steps[keep:]
+
+    def per_row(self, n_rows: int) -> list[np.ndarray]:
+        """-> for each original row, its (steps, heads, frames) float16 scores, in step order."""
+        if not self._steps:
+            return [np.zeros((0, len(self.pairs), 0), np.float16) for _ in range(n_rows)]
+        # One device-to-host copy for the whole batch, not one per step.
+        stacked = np.asarray(mx.concatenate([s for _, s in self._steps], axis=0))
+        row_ids = np.concatenate([r for r, _ in self._steps])
+        order = np.argsort(row_ids, kind="stable")
+        counts = np.bincount(row_ids, minlength=n_rows)
+        return np.split(stacked[order], np.cumsum(counts)[:-1])
+
+
+class CapturedAttention:
+    """One segment's alignment-head attention, as kept in the cache.
+
+    `scores` (rows, heads, frames) float16 are the captured scores minus their row maximum, over
+    the segment's frames only (plus a margin), starting at window frame `frame_offset`;
+    `log_norm` (rows, heads) float32 is each row's softmax log-normalizer over the whole window's
+    audio, so `exp(scores - log_norm)` are exactly the softmax weights openai-whisper computes.
+    Row r is the decoder step that predicted `tokens[r]`; `is_timestamp` marks timestamp tokens.
+    """
+
+    __slots__ = ("scores", "log_norm", "frame_offset", "tokens", "is_timestamp", "token_logprobs")
+
+    def __init__(self, scores: np.ndarray, log_norm: np.ndarray, frame_offset: int,
+                 tokens: tuple[int, ...], is_timestamp: np.ndarray, token_logprobs: np.ndarray):
+        self.scores, self.log_norm, self.frame_offset = scores, log_norm, frame_offset
+        self.tokens, self.is_timestamp, self.token_logprobs = tokens, is_timestamp, token_logprobs
+
+    @property
+    def nbytes(self) -> int:
+        return (self.scores.nbytes + self.log_norm.nbytes + self.is_timestamp.nbytes
+                + self.token_logprobs.nbytes + 8 * len(self.tokens) + 64)
+
+    def weights(self) -> np.ndarray:
+        """Softmax attention weights (rows, heads, frames) float32 over the stored frames."""
+        return np.exp(self.scores.astype(np.float32) - self.log_norm[:, :, None])
+
+
+def log_normalizers(scores: np.ndarray, n_frames: int) -> np.ndarray:
+    """log(sum(exp(scores))) over the first `n_frames` frames: (rows, heads) float32."""
+    s = scores[:, :, :n_frames].astype(np.float32)
+    return np.log(np.exp(s).sum(-1))

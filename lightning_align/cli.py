@@ -1,0 +1,109 @@
+"""Command line: `lightning-align transcribe AUDIO...` (and `corpus`, when Ray is installed)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .errors import LightningAlignError
+
+
+def _formats(text: str) -> list[str]:
+    from .writers import FORMATS
+
+    names = [f.strip().lower() for f in text.split(",") if f.strip()]
+    if names == ["all"]:
+        return list(FORMATS)
+    bad = [n for n in names if n not in FORMATS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown format(s) {', '.join(bad)}; choose from "
+                                         f"{', '.join(FORMATS)} or 'all'")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lightning-align",
+                                     description="Whisper transcripts with word timestamps on MLX.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("transcribe", help="transcribe audio files (one output set per file)")
+    t.add_argument("audio", nargs="+", help="audio files (anything ffmpeg reads)")
+    t.add_argument("--model", default=None, help="tiny.en (default, bundled), base, or a model "
+                   "directory / .pt checkpoint")
+    t.add_argument("--batch-size", type=int, default=None, help="windows decoded together")
+    t.add_argument("--output-dir", "-o", default=".", help="where outputs go (default: .)")
+    t.add_argument("--output-format", "-f", type=_formats, default=["json", "srt", "vtt", "txt"],
+                   help="comma-separated: json,srt,vtt,tsv,txt or all (default json,srt,vtt,txt)")
+    t.add_argument("--word-timestamps", action=argparse.BooleanOptionalAction, default=True,
+                   help="add word timings (default on; they cost one pass)")
+    t.add_argument("--language", default=None, help="language code; default: detect")
+    t.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    t.add_argument("--initial-prompt", default=None)
+    t.add_argument("--sequential", action="store_true",
+                   help="decode one window at a time as openai-whisper does (slower)")
+    t.add_argument("--highlight-words", action="store_true", help="karaoke-style subtitles")
+    t.add_argument("--max-line-width", type=int, default=None)
+    t.add_argument("--max-line-count", type=int, default=None)
+    t.add_argument("--max-words-per-line", type=int, default=None)
+    t.add_argument("--verbose", "-v", action="store_true", help="print segments as decoded")
+    t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    return parser
+
+
+def transcribe_files(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from . import load_model, transcribe
+    from .writers import WriterOptions, write_result
+
+    options = WriterOptions(highlight_words=args.highlight_words, max_line_width=args.max_line_width,
+                            max_line_count=args.max_line_count,
+                            max_words_per_line=args.max_words_per_line)
+    try:
+        model = load_model(args.model)
+    except LightningAlignError as e:
+        print(f"lightning-align: {e}", file=sys.stderr)
+        return 2
+    out_dir = Path(args.output_dir)
+    failures: list[tuple[str, str]] = []
+    files = tqdm(args.audio, unit="file", disable=args.quiet or len(args.audio) < 2)
+    for path in files:
+        started = time.perf_counter()
+        try:
+            result = transcribe(path, model=model, batch_size=args.batch_size,
+                                word_timestamps=args.word_timestamps, language=args.language,
+                                task=args.task, initial_prompt=args.initial_prompt,
+                                sequential=args.sequential, verbose=args.verbose,
+                                progress=not args.quiet)
+            written = write_result(result, out_dir, args.output_format, options, name=Path(path).stem)
+        except LightningAlignError as e:
+            failures.append((path, str(e)))
+            continue
+        except OSError as e:
+            failures.append((path, f"cannot write outputs to {out_dir}: {e.strerror}"))
+            continue
+        took = time.perf_counter() - started
+        duration = result.context.duration_s if result.context else 0.0
+        files.write(f"{path}: {len(result['segments'])} segments, {duration:.1f} s of audio in "
+                    f"{took:.1f} s ({duration / max(took, 1e-9):.1f}x realtime) -> "
+                    + ", ".join(str(p) for p in written))
+    for path, message in failures:
+        print(f"FAILED: {message}" if path in message else f"FAILED {path}: {message}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} of {len(args.audio)} file(s) failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if args.command == "transcribe":
+        return transcribe_files(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Batched greedy decoding of 30 s windows with openai-whisper's timestamp rules and fallback.
+
+One `decode_batch` call decodes B windows in lock step: one decoder step per token for the whole
+batch, rows leaving the batch as they reach end-of-text. `decode_with_fallback` re-decodes, at the
+next temperature, only the windows whose result fails the compression-ratio / log-probability
+tests, as openai-whisper does window by window.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .backend import mx
+from .capture import AttentionProbe
+from .errors import DecodingError
+from .kernels.logits import select_tokens
+from .model import DecoderState
+from .models import WhisperModel
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How windows are decoded. Thresholds and defaults are openai-whisper's."""
+
+    task: str = "transcribe"
+    language: str | None = None  # None: English for .en models, detected per window otherwise
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    sample_len: int | None = None  # max tokens per window; None: n_text_ctx // 2 (224)
+    suppress_tokens: str | tuple[int, ...] = "-1"  # "-1": Whisper's non-speech symbols
+    suppress_blank: bool = True
+    without_timestamps: bool = False
+    max_initial_timestamp_s: float = 1.0
+    initial_prompt: str | None = None
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.task not in ("transcribe", "translate"):
+            raise DecodingError(f"task {self.task!r}: use 'transcribe' or 'translate'.")
+        if not self.temperatures or any(t < 0 for t in self.temperatures):
+            raise DecodingError(f"temperatures {self.temperatures}: give one or more values >= 0.")
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """The accepted decode of one window. `tokens` are the sampled tokens (text and timestamps),
+    without the start sequence and end-of-text. `attention`, when captured, has one row per
+    sampled token plus one for the end-of-text prediction: (rows, heads, 1500 frames) float16."""
+
+    tokens: tuple[int, ...]
+    token_logprobs: np.ndarray
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    temperature: float
+    language: str
+    attention: np.ndarray | None = field(default=None, repr=False)
+
+    def needs_fallback(self, options: DecodingOptions) -> bool:
+        """openai-whisper's test: repetitive or improbable text, unless the window is silence."""
+        failed = (
+            (options.compression_ratio_threshold is not None
+             and self.compression_ratio > options.compression_ratio_threshold)
+            or (options.logprob_threshold is not None and self.avg_logprob < options.logprob_threshold)
+        )
+        silent = (options.no_speech_threshold is not None and options.logprob_threshold is not None
+                  and self.no_speech_prob > options.no_speech_threshold
+                  and self.avg_logprob < options.logprob_threshold)
+        return failed and not silent
+
+
+def compression_ratio(text: str) -> float:
+    """Bytes of the UTF-8 text over bytes of its zlib compression (Whisper's repetition test)."""
+    data = text.encode("utf-8")
+    return len(data) / max(1, len(zlib.compress(data)))
+
+
+class _TimestampRules:
+    """Host-side state of openai-whisper's `ApplyTimestampRules`, vectorized over rows."""
+
+    def __init__(self, n_rows: int, tokenizer, vocab: int, options: DecodingOptions, blank: int):
+        self.ts_begin, self.vocab = tokenizer.timestamp_begin, vocab
+        self.timestamps = not options.without_timestamps
+        self.text_ok = np.zeros(n_rows, bool) if self.timestamps else np.ones(n_rows, bool)
+        self.eot_ok = np.zeros(n_rows, bool)
+        self.ts_min = np.full(n_rows, self.ts_begin, np.int32)
+        max_initial = int(round(options.max_initial_timestamp_s * 50)) if self.timestamps else -1
+        self.ts_max = np.full(n_rows, self.ts_begin + max_initial if self.timestamps else -1, np.int32)
+        if self.timestamps and options.max_initial_timestamp_s is None:
+            self.ts_max[:] = vocab - 1
+        self.ts_rule = np.full(n_rows, self.timestamps, bool)
+        self.blank = np.full(n_rows, blank if options.suppress_blank else -1, np.int32)
+        # openai-whisper counts a missing penultimate token as a timestamp, so the first
+        # timestamp of a window opens no segment that a second one could close at once.
+        self.last_ts = np.ones(n_rows, bool)
+        self.penult_ts = np.ones(n_rows, bool)
+        self.last_value = np.full(n_rows, -1, np.int32)
+
+    def advance(self, chosen: np.ndarray) -> None:
+        self.eot_ok[:] = True
+        self.blank[:] = -1
+        if not self.timestamps:
+            return
+        is_ts = chosen >= self.ts_begin
+        self.penult_ts, self.last_ts = self.last_ts, is_ts
+        self.last_value = np.where(is_ts, chosen, self.last_value).astype(np.int32)
+        opening = self.last_ts & ~self.penult_ts  # a timestamp that must be closed next
+        self.text_ok = ~opening
+        has_ts = self.last_value >= 0
+        self.ts_min = np.where(has_ts, np.where(opening, self.last_value, self.last_value + 1),
+                               self.ts_begin).astype(np.int32)
+        # two timestamps in a row close a segment: text must follow
+        self.ts_max = np.where(self.last_ts & self.penult_ts, -1, self.vocab - 1).astype(np.int32)
+
+    def select(self, keep: np.ndarray) -> None:
+        for name in ("text_ok", "eot_ok", "ts_min", "ts_max", "ts_rule", "blank", "last_ts",
+                     "penult_ts", "last_value"):
+            setattr(self, name, getattr(self, name)[keep])
+
+
+def _suppress_mask(tokenizer, vocab: int, options: DecodingOptions) -> np.ndarray:
+    mask = np.zeros(vocab, bool)
+    tokens = options.suppress_tokens
+    if isinstance(tokens, str):
+        tokens = [int(t) for t in tokens.split(",") if t.strip()]
+    tokens = list(tokens)
+    if -1 in tokens:
+        tokens = [t for t in tokens if t >= 0] + list(tokenizer.non_speech_tokens)
+    tokens += [tokenizer.transcribe, tokenizer.translate, tokenizer.sot, tokenizer.sot_prev,
+               tokenizer.sot_lm, tokenizer.no_timestamps]
+    if tokenizer.no_speech is not None:
+        tokens.append(tokenizer.no_speech)
+    mask[[t for t in tokens if 0 <= t < vocab]] = True
+    return mask
+
+
+def prompt_tokens(tokenizer, text: str | None, n_text_ctx: int) -> list[int]:
+    """The `<|startofprev|>` block for an initial prompt (or previous text), or []."""
+    if not text:
+        return []
+    encoded = tokenizer.encode(" " + text.strip()) if isinstance(text, str) else list(text)
+    return [tokenizer.sot_prev] + encoded[-(n_text_ctx // 2 - 1):]
+
+
+def detect_languages(wm: WhisperModel, features: mx.array) -> list[tuple[str, dict[str, float]]]:
+    """Most likely language per window (and all probabilities), from the <|startoftranscript|> step."""
+    tokenizer = wm.tokenizer()
+    state = DecoderState(wm.model.decoder, features)
+    sot = mx.full((features.shape[0], 1), tokenizer.sot, dtype=mx.int32)
+    logits = np.asarray(wm.model.decoder.step(sot, state)[:, 0, :])
+    lang_tokens = np.asarray(tokenizer.all_language_tokens)
+    codes = list(tokenizer.all_language_codes)
+    sub = logits[:, lang_tokens]
+    probs = np.exp(sub - sub.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return [(codes[int(p.argmax())], dict(zip(codes, p.tolist()))) for p in probs]
+
+
+def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions, *,
+                 temperature: float = 0.0, capture: bool = False,
+                 languages: list[str] | None = None, prompt: list[int] | None = None,
+                 rng: np.random.Generator | None = None) -> list[WindowResult]:
+    """Decode a batch of windows' audio features (B, 1500, C) at one temperature."""
+    n_rows = features.shape[0]
+    dims = wm.dims
+    if languages is None:
+        languages = [options.language or "en"] * n_rows
+    tokenizers = [wm.tokenizer(lang if wm.is_multilingual else None, options.task) for lang in languages]
+    tok = tokenizers[0]
+    sot_rows = []
+    for t in tokenizers:
+        seq = list(t.sot_sequence_including_notimestamps if options.without_timestamps else t.sot_sequence)
+        sot_rows.append((prompt or []) + seq)
+    initial = np.array(sot_rows, np.int32)
+    sot_index = len(prompt or [])
+    sample_len = options.sample_len or dims.n_text_ctx // 2
+    sample_len = min(sample_len, dims.n_text_ctx - initial.shape[1])
+
+    probe = AttentionProbe(wm.alignment_heads.pairs) if capture else None
+    state = DecoderState(wm.model.decoder, features, probe.layers if probe else None)
+    vocab = dims.n_vocab
+    suppress = _suppress_mask(tok, vocab, options)
+    blank = tok.encode(" ")[0]
+    rules = _TimestampRules(n_rows, tok, vocab, options, blank)
+    rng = rng or np.random.default_rng(options.seed)
+
+    active = np.arange(n_rows)
+    sampled = [[] for _ in range(n_rows)]
+    logprobs = [[] for _ in range(n_rows)]
+    with wm.lock:
+        logits = wm.model.decoder.step(mx.array(initial), state, probe, positions=(sot_index, -1))
+        pending = [logits] + ([probe.end_step(active)] if probe else [])
+        mx.eval(*pending)
+        host = np.asarray(logits)
+        at_sot = host[:, 0, :]
+        p = np.exp(at_sot - at_sot.max(-1, keepdims=True))
+        no_speech = (p[:, tok.no_speech] / p.sum(-1)) if tok.no_speech is not None else np.zeros(n_rows)
+        step_logits = np.ascontiguousarray(host[:, 1, :])
+        chosen = np.empty(n_rows, np.int32)
+        chosen_lp = np.empty(n_rows, np.float32)
+        for step in range(sample_len):
+            b = len(active)
+            uniform = rng.random(b).astype(np.float32) if temperature > 0 else np.zeros(b, np.float32)
+            select_tokens(step_logits, suppress, rules.text_ok, rules.eot_ok, rules.ts_min,
+                          rules.ts_max, rules.ts_rule, rules.blank, tok.eot, tok.timestamp_begin,
+                          np.float32(temperature), uniform, chosen[:b], chosen_lp[:b])
+            for i, row in enumerate(active):
+                sampled[row].append(int(chosen[i]))
+                logprobs[row].append(float(chosen_lp[i]))
+            rules.advance(chosen[:b])
+            done = chosen[:b] == tok.eot
+            if step == sample_len - 1 or done.all():
+                break
+            if done.any():
+                keep = np.flatnonzero(~done)
+                state.select(mx.array(keep))
+                rules.select(keep)
+                active = active[keep]
+                next_tokens = chosen[:b][keep]
+            else:
+                next_tokens = chosen[:b]
+            logits = wm.model.decoder.step(mx.array(next_tokens[:, None]), state, probe)
+            pending = [logits] + ([probe.end_step(active)] if probe else [])
+            mx.eval(*pending)
+            step_logits = np.asarray(logits)[:, 0, :]
+
+    attention = probe.per_row(n_rows) if probe else [None] * n_rows
+    results = []
+    for row in range(n_rows):
+        tokens = sampled[row]
+        lps = np.array(logprobs[row], np.float32)
+        if tokens and tokens[-1] == tok.eot:
+            tokens = tokens[:-1]
+        text = tok.decode([t for t in tokens if t < tok.eot])
+        results.append(WindowResult(
+            tokens=tuple(tokens), token_logprobs=lps, text=text,
+            avg_logprob=float(lps.sum() / (len(tokens) + 1)),
+            no_speech_prob=float(no_speech[row]), compression_ratio=compression_ratio(text),
+            temperature=float(temperature), language=languages[row], attention=attention[row]))
+    return results
+
+
+def decode_with_fallback(wm: WhisperModel, features: mx.array, options: DecodingOptions, *,
+                         capture: bool = False, prompt: list[int] | None = None) -> list[WindowResult]:
+    """Decode a batch of windows; re-decode failing windows at rising temperatures."""
+    n_rows = features.shape[0]
+    languages = None
+    if wm.is_multilingual and options.language is None:
+        languages = [code for code, _ in detect_languages(wm, features)]
+    elif options.language:
+        languages = [options.language] * n_rows
+    rng = np.random.default_rng(options.seed)
+    results: list[WindowResult | None] = [None] * n_rows
+    todo = np.arange(n_rows)
+    for temperature in options.temperatures:
+        rows = features if len(todo) == n_rows else features[mx.array(todo)]
+        decoded = decode_batch(wm, rows, options, temperature=temperature, capture=capture,
+                               languages=[languages[i] for i in todo] if languages else None,
+                               prompt=prompt, rng=rng)
+        failed = []
+        for row, result in zip(todo, decoded):
+            results[row] = result
+            if result.needs_fallback(options):
+                failed.append(row)
+        todo = np.array(failed, dtype=np.int64)
+        if len(todo) == 0:
+            break
+    return results  # type: ignore[return-value]
+
+
+def with_language(options: DecodingOptions, language: str | None) -> DecodingOptions:
+    return replace(options, language=language)

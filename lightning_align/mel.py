@@ -1,0 +1,46 @@
+"""Log-mel spectrogram of one 30 s window, in numpy (MLX's CPU element-wise ops are slow)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+N_FFT = 400
+HOP_LENGTH = 160
+CHUNK_SAMPLES = 480_000  # 30 s at 16 kHz
+N_FRAMES = CHUNK_SAMPLES // HOP_LENGTH  # 3000 mel frames of 10 ms
+FRAMES_PER_SECOND = 100
+TOKENS_PER_SECOND = 50  # encoder frames of 20 ms (the convolution stride is 2)
+
+
+@lru_cache(maxsize=2)
+def mel_filters(n_mels: int) -> np.ndarray:
+    """Whisper's mel filterbank (n_mels, 201), as shipped with mlx-whisper."""
+    import mlx_whisper
+
+    path = Path(mlx_whisper.__file__).with_name("assets") / "mel_filters.npz"
+    with np.load(path) as f:
+        return f[f"mel_{n_mels}"].astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _hann() -> np.ndarray:
+    return np.hanning(N_FFT + 1)[:-1].astype(np.float32)
+
+
+def log_mel_window(samples: np.ndarray, n_mels: int) -> np.ndarray:
+    """Log-mel of up to 30 s of 16 kHz audio, zero-padded to 30 s: (3000 frames, n_mels) float32."""
+    audio = np.zeros(CHUNK_SAMPLES + N_FFT, np.float32)
+    audio[N_FFT // 2 : N_FFT // 2 + min(len(samples), CHUNK_SAMPLES)] = samples[:CHUNK_SAMPLES]
+    # Reflect padding at both ends, as torch.stft(center=True): the window start sees its audio.
+    pad = N_FFT // 2
+    audio[:pad] = audio[pad + 1 : 2 * pad + 1][::-1]
+    audio[-pad:] = audio[-2 * pad - 1 : -pad - 1][::-1]
+    frames = np.lib.stride_tricks.sliding_window_view(audio, N_FFT)[::HOP_LENGTH][:N_FRAMES]
+    spectrum = np.fft.rfft(frames * _hann(), axis=-1)
+    power = spectrum.real**2 + spectrum.imag**2
+    log_spec = np.log10(np.maximum(power @ mel_filters(n_mels).T, 1e-10))
+    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
+    return ((log_spec + 4.0) / 4.0).astype(np.float32)

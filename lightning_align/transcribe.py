@@ -1,0 +1,295 @@
+"""Transcribe audio: the batched ("Lightning") path, and openai-whisper's sequential seek path."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, AudioInput, load_audio
+from .backend import gpu_available, mx
+from .cache import AttentionCache
+from .capture import CapturedAttention, log_normalizers
+from .decoding import DecodingOptions, WindowResult, decode_with_fallback, prompt_tokens
+from .mel import CHUNK_SAMPLES, TOKENS_PER_SECOND, log_mel_window
+from .models import WhisperModel, load_model
+from .transcript import Segment, SegmentSource, Transcript, TranscriptContext
+from .windows import Window, plan_windows
+
+log = logging.getLogger("lightning_align")
+
+CAPTURE_MARGIN_S = 1.0  # attention frames kept beyond a segment's decoded start and end
+SECONDS_PER_TIMESTAMP = 0.02
+TAIL_S = 2.0  # an untranscribed window tail this long (s) with speech in it is decoded again
+MAX_TAIL_ROUNDS = 2
+SPEECH_RMS = 0.01  # 20 ms frames above -40 dBFS count as possible speech
+MIN_SPEECH_FRAMES = 10
+
+
+def default_batch_size() -> int:
+    """Windows decoded together: large on a GPU, where batching is nearly free, small on CPU."""
+    return 32 if gpu_available() else 8
+
+
+def transcribe(
+    audio: AudioInput,
+    *,
+    model: WhisperModel | str | None = None,
+    batch_size: int | None = None,
+    word_timestamps: bool = False,
+    keep_attention: bool = True,
+    language: str | None = None,
+    task: str = "transcribe",
+    initial_prompt: str | None = None,
+    temperature: float | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+    compression_ratio_threshold: float | None = 2.4,
+    logprob_threshold: float | None = -1.0,
+    no_speech_threshold: float | None = 0.6,
+    sequential: bool = False,
+    condition_on_previous_text: bool = True,
+    cache: AttentionCache | None = None,
+    progress: bool = False,
+    verbose: bool = False,
+    name: str | None = None,
+) -> Transcript:
+    """Transcribe `audio` (path, bytes or 16 kHz samples) into a WhisperX-format `Transcript`.
+
+    Windows of <= 30 s are decoded `batch_size` at a time (default 32 on GPU, 8 on CPU); with
+    `sequential=True` one window at a time, advancing as openai-whisper does (for parity).
+    `keep_attention` captures the alignment heads' attention while decoding, so that `align`
+    later needs no second pass; `word_timestamps=True` aligns every segment at once. Segment
+    times are in seconds. `cache` bounds the captured attention (default: 512 MiB).
+    """
+    wm = model if isinstance(model, WhisperModel) else load_model(model)
+    samples = load_audio(audio, name=name)
+    temps = (temperature,) if isinstance(temperature, (int, float)) else tuple(temperature)
+    options = DecodingOptions(
+        task=task, language=language, temperatures=temps, initial_prompt=initial_prompt,
+        compression_ratio_threshold=compression_ratio_threshold,
+        logprob_threshold=logprob_threshold, no_speech_threshold=no_speech_threshold)
+    capture = keep_attention or word_timestamps
+    if capture and cache is None:
+        cache = AttentionCache()
+    context = TranscriptContext(wm, cache if capture else None,
+                                audio if not isinstance(audio, bytes) else samples,
+                                len(samples) / SAMPLE_RATE)
+    if isinstance(audio, np.ndarray):
+        context._samples = samples
+    if sequential:
+        segments, language_out = _sequential(wm, samples, options, context, capture,
+                                             condition_on_previous_text, progress, verbose)
+    else:
+        segments, language_out = _batched(wm, samples, options, context, capture,
+                                          batch_size or default_batch_size(), progress, verbose)
+    result = Transcript(segments=segments, text="".join(s["text"] for s in segments),
+                        language=language_out, context=context)
+    if word_timestamps:
+        result.align()
+    return result
+
+
+def _encode(wm: WhisperModel, samples: np.ndarray, windows: list[Window]) -> mx.array:
+    mels = np.stack([log_mel_window(samples[w.start : w.end], wm.dims.n_mels) for w in windows])
+    with wm.lock:
+        features = wm.model.embed_audio(mx.array(mels))
+        mx.eval(features)
+    return features
+
+
+def _batched(wm, samples, options, context, capture, batch_size, progress, verbose):
+    """Decode all windows in batches. A window whose text ends (end-of-text) more than
+    `TAIL_S` before its end while speech follows is decoded again from where its text stopped,
+    in a later round of batches: the batched counterpart of openai-whisper's seek."""
+    pending = plan_windows(samples)
+    prompt = prompt_tokens(wm.tokenizer(options.language, options.task), options.initial_prompt,
+                           wm.dims.n_text_ctx)
+    segments: list[Segment] = []
+    languages: list[str] = []
+    bar = _progress(len(pending), progress)
+    for _round in range(MAX_TAIL_ROUNDS + 1):
+        tails: list[Window] = []
+        for first in range(0, len(pending), batch_size):
+            batch = pending[first : first + batch_size]
+            features = _encode(wm, samples, batch)
+            results = decode_with_fallback(wm, features, options, capture=capture, prompt=prompt)
+            del features
+            for window, result in zip(batch, results):
+                languages.append(result.language)
+                new = window_segments(wm, window, result, options, context, len(segments), final=True)
+                _report(new, verbose)
+                segments.extend(new)
+                tail = _untranscribed_tail(window, new, samples)
+                if tail is not None:
+                    tails.append(tail)
+            if bar:
+                bar.update(len(batch))
+        if not tails:
+            break
+        pending = tails
+        if bar:
+            bar.total += len(tails)
+    if bar:
+        bar.close()
+    segments.sort(key=lambda seg: (seg["start"], seg["end"]))
+    for i, seg in enumerate(segments):
+        seg["id"] = i
+    language = max(set(languages), key=languages.count) if languages else (options.language or "en")
+    return segments, language
+
+
+def _untranscribed_tail(window: Window, segments: list[Segment], samples: np.ndarray) -> Window | None:
+    covered = segments[-1]["end"] if segments else window.start_s
+    start = int(round(covered * SAMPLE_RATE))
+    if window.end - start < TAIL_S * SAMPLE_RATE:
+        return None
+    tail = samples[start : window.end]
+    frames = len(tail) // 320
+    rms = np.sqrt(np.square(tail[: frames * 320].reshape(frames, 320), dtype=np.float32).mean(1))
+    if np.count_nonzero(rms > SPEECH_RMS) < MIN_SPEECH_FRAMES:
+        return None  # silence or near-silence: nothing was missed
+    return Window(window.index, start, window.end)
+
+
+def _sequential(wm, samples, options, context, capture, condition, progress, verbose):
+    """openai-whisper's loop: decode the window at `seek`, then move `seek` to the last
+    complete segment's end (or the window's end)."""
+    n = len(samples)
+    seek = 0
+    segments: list[Segment] = []
+    tokenizer = wm.tokenizer(options.language, options.task)
+    history: list[int] = prompt_tokens(tokenizer, options.initial_prompt, wm.dims.n_text_ctx)[1:]
+    language = options.language
+    bar = _progress(n, progress)
+    while seek < n:
+        window = Window(len(segments), seek, min(n, seek + CHUNK_SAMPLES))
+        if window.end - window.start < SAMPLE_RATE // 100:
+            break
+        features = _encode(wm, samples, [window])
+        prompt = [tokenizer.sot_prev] + history[-(wm.dims.n_text_ctx // 2 - 1):] if history else None
+        opts = replace(options, language=language) if language else options
+        result = decode_with_fallback(wm, features, opts, capture=capture, prompt=prompt)[0]
+        language = language or result.language
+        new = window_segments(wm, window, result, opts, context, len(segments), final=False)
+        advance = _seek_advance(result, tokenizer.timestamp_begin, window)
+        _report(new, verbose)
+        segments.extend(new)
+        if condition and result.temperature < 0.5:
+            history.extend(t for s in new for t in s["tokens"])
+        else:
+            history = []
+        if bar:
+            bar.update(min(advance, n - seek))
+        seek += advance
+    if bar:
+        bar.close()
+    return segments, language or "en"
+
+
+def _seek_advance(result: WindowResult, ts_begin: int, window: Window) -> int:
+    tokens = np.array(result.tokens, dtype=np.int64)
+    size = window.end - window.start
+    if len(tokens) == 0:
+        return size
+    is_ts = tokens >= ts_begin
+    single_ending = len(tokens) >= 2 and not is_ts[-2] and is_ts[-1]
+    consecutive = np.flatnonzero(is_ts[:-1] & is_ts[1:]) + 1
+    if len(consecutive) and not single_ending:
+        last = int(tokens[consecutive[-1] - 1]) - ts_begin
+        return max(1, min(size, int(last * SECONDS_PER_TIMESTAMP * SAMPLE_RATE)))
+    return size
+
+
+def split_tokens(tokens: tuple[int, ...], ts_begin: int, final: bool) -> list[tuple[int, int]]:
+    """Token ranges [i0, i1) of a window's segments, as openai-whisper splits them at
+    consecutive timestamp pairs. With `final`, text after the last complete segment becomes a
+    segment of its own (the batched path never re-decodes it); otherwise it is left out."""
+    n = len(tokens)
+    if n == 0:
+        return []
+    is_ts = np.array(tokens) >= ts_begin
+    consecutive = (np.flatnonzero(is_ts[:-1] & is_ts[1:]) + 1).tolist()
+    single_ending = n >= 2 and not is_ts[-2] and is_ts[-1]
+    if not consecutive:
+        return [(0, n)]
+    if single_ending:
+        consecutive.append(n)
+    ranges, last = [], 0
+    for cut in consecutive:
+        ranges.append((last, cut))
+        last = cut
+    if final and last < n and (~is_ts[last:]).any():
+        ranges.append((last, n))
+    return ranges
+
+
+def window_segments(wm: WhisperModel, window: Window, result: WindowResult,
+                    options: DecodingOptions, context: TranscriptContext, first_id: int,
+                    final: bool) -> list[Segment]:
+    """Segments of one decoded window, with their captured attention put in the cache."""
+    if (options.no_speech_threshold is not None and result.no_speech_prob > options.no_speech_threshold
+            and not (options.logprob_threshold is not None and result.avg_logprob > options.logprob_threshold)):
+        return []
+    tokenizer = wm.tokenizer(result.language, options.task)
+    ts_begin = tokenizer.timestamp_begin
+    tokens = result.tokens
+    window_len = window.end_s - window.start_s
+    audio_frames = int(np.ceil((window.end - window.start) / SAMPLE_RATE * TOKENS_PER_SECOND))
+    log_norm = log_normalizers(result.attention, audio_frames) if result.attention is not None else None
+    segments = []
+    for i0, i1 in split_tokens(tokens, ts_begin, final):
+        seg_tokens = tokens[i0:i1]
+        text_tokens = [t for t in seg_tokens if t < tokenizer.eot]
+        text = tokenizer.decode(text_tokens)
+        if not text.strip():
+            continue
+        stamps = [t - ts_begin for t in seg_tokens if t >= ts_begin]
+        start_rel = stamps[0] * SECONDS_PER_TIMESTAMP if seg_tokens[0] >= ts_begin else 0.0
+        has_close = len(seg_tokens) > 1 and seg_tokens[-1] >= ts_begin
+        end_rel = stamps[-1] * SECONDS_PER_TIMESTAMP if has_close else window_len
+        start_rel = min(start_rel, window_len)
+        end_rel = min(max(end_rel, start_rel), window_len)
+        index = first_id + len(segments)
+        source = SegmentSource(context, index, window.start_s, window.end_s)
+        seg = Segment(
+            id=index, seek=window.seek,
+            start=round(window.start_s + start_rel, 3), end=round(window.start_s + end_rel, 3),
+            text=text, tokens=list(seg_tokens), avg_logprob=result.avg_logprob,
+            compression_ratio=result.compression_ratio, no_speech_prob=result.no_speech_prob,
+            temperature=result.temperature, source=source)
+        if result.attention is not None and context.cache is not None:
+            context.cache.put(source.key, _segment_attention(
+                result, log_norm, i0, i1, start_rel, end_rel, audio_frames, ts_begin))
+        segments.append(seg)
+    return segments
+
+
+def _segment_attention(result, log_norm, i0, i1, start_rel, end_rel, audio_frames, ts_begin) -> CapturedAttention:
+    """Rows predicting the segment's tokens (and the token after it), frames around it."""
+    rows = slice(i0, min(i1 + 1, result.attention.shape[0]))
+    f0 = max(0, int((start_rel - CAPTURE_MARGIN_S) * TOKENS_PER_SECOND))
+    f1 = min(audio_frames, int(np.ceil((end_rel + CAPTURE_MARGIN_S) * TOKENS_PER_SECOND)))
+    f1 = max(f1, f0 + 1)
+    predicted = list(result.tokens[rows]) + [-1] * (rows.stop - rows.start - len(result.tokens[rows]))
+    return CapturedAttention(
+        scores=np.ascontiguousarray(result.attention[rows, :, f0:f1]),
+        log_norm=np.ascontiguousarray(log_norm[rows]),
+        frame_offset=f0,
+        tokens=tuple(predicted),
+        is_timestamp=np.array([t >= ts_begin for t in predicted], bool),
+        token_logprobs=np.asarray(result.token_logprobs[rows], np.float32),
+    )
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="window" if total < 10_000 else "sample", leave=False)
+
+
+def _report(segments: list[Segment], verbose: bool) -> None:
+    if verbose:
+        for s in segments:
+            print(f"[{s['start']:8.2f} --> {s['end']:8.2f}] {s['text'].strip()}", flush=True)

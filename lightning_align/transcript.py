@@ -1,0 +1,90 @@
+"""Result types: WhisperX-format dicts that remember where their attention is cached."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .audio import AudioInput, load_audio
+from .cache import AttentionCache
+from .models import WhisperModel
+
+
+@dataclass(eq=False)
+class TranscriptContext:
+    """What the segments of one transcript share: the model, its attention cache, its audio."""
+
+    model: WhisperModel
+    cache: AttentionCache | None
+    audio: AudioInput | None
+    duration_s: float
+    uid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    _samples: np.ndarray | None = field(default=None, repr=False)
+
+    def samples(self) -> np.ndarray | None:
+        """The audio as 16 kHz float32 (decoded again from a path when needed), or None."""
+        if self._samples is not None:
+            return self._samples
+        if self.audio is None:
+            return None
+        samples = load_audio(self.audio)
+        if isinstance(self.audio, np.ndarray):
+            self._samples = samples
+        return samples
+
+
+@dataclass(frozen=True)
+class SegmentSource:
+    """Where a segment came from: its transcript, its index there, and its decoding window."""
+
+    context: TranscriptContext
+    index: int
+    window_start_s: float
+    window_end_s: float
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.context.uid, self.index)
+
+
+class Segment(dict):
+    """A WhisperX/openai segment dict (`id`, `start`, `end`, `text`, `tokens`, ...). `source`
+    links it to the captured attention; a plain dict works too (aligned by a forced pass)."""
+
+    __slots__ = ("source",)
+
+    def __init__(self, *args: Any, source: SegmentSource | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.source = source
+
+    def __reduce__(self):
+        return (Segment, (dict(self),), {"source": self.source})
+
+    def __setstate__(self, state):
+        self.source = state["source"]
+
+
+class Transcript(dict):
+    """`{"segments": [...], "text": str, "language": str}` plus the context for lazy alignment."""
+
+    __slots__ = ("context",)
+
+    def __init__(self, *args: Any, context: TranscriptContext | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.context = context
+
+    def __reduce__(self):
+        return (Transcript, (dict(self),), {"context": self.context})
+
+    def __setstate__(self, state):
+        self.context = state["context"]
+
+    def align(self, which=None, **options) -> "Transcript":
+        """Add `words` to the selected segments (see `lightning_align.align`); returns self."""
+        from .align import align
+
+        align(self["segments"], which, **options)
+        return self

