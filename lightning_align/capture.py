@@ -14,6 +14,8 @@ import numpy as np
 
 from .backend import mx
 
+CAPTURE_MARGIN_S = 1.0  # attention frames kept beyond a segment's decoded start and end (s)
+
 
 class AttentionProbe:
     """Collects (tokens x heads x frames) alignment-head scores for each row of a batch."""
@@ -93,3 +95,25 @@ def log_normalizers(scores: np.ndarray, n_frames: int) -> np.ndarray:
     """log(sum(exp(scores))) over the first `n_frames` frames: (rows, heads) float32."""
     s = scores[:, :, :n_frames].astype(np.float32)
     return np.log(np.exp(s).sum(-1))
+
+
+class ForcedProbe:
+    """Collects alignment-head scores for every position of one forced decoder pass."""
+
+    all_positions = True
+
+    def __init__(self, pairs: tuple[tuple[int, int], ...]):
+        self.pairs = tuple(sorted(pairs))
+        by_layer: dict[int, list[int]] = {}
+        for layer, head in self.pairs:
+            by_layer.setdefault(layer, []).append(head)
+        self.layers = {layer: mx.array(heads) for layer, heads in by_layer.items()}
+        self._order = sorted(by_layer)
+        self._scores: dict[int, mx.array] = {}
+
+    def take(self, layer: int, scores: mx.array) -> None:
+        self._scores[layer] = scores
+
+    def result(self) -> mx.array:
+        """(B, heads, positions, frames) float32 scores, heads in `pairs` order."""
+        return mx.concatenate([self._scores[layer] for layer in self._order], axis=1).astype(mx.float32)

@@ -61,6 +61,7 @@ class WindowResult:
     temperature: float
     language: str
     attention: np.ndarray | None = field(default=None, repr=False)
+    initial_tokens: tuple[int, ...] = ()  # prompt and start sequence the decode began with
 
     def needs_fallback(self, options: DecodingOptions) -> bool:
         """openai-whisper's test: repetitive or improbable text, unless the window is silence."""
@@ -242,7 +243,8 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
             tokens=tuple(tokens), token_logprobs=lps, text=text,
             avg_logprob=float(lps.sum() / (len(tokens) + 1)),
             no_speech_prob=float(no_speech[row]), compression_ratio=compression_ratio(text),
-            temperature=float(temperature), language=languages[row], attention=attention[row]))
+            temperature=float(temperature), language=languages[row], attention=attention[row],
+            initial_tokens=tuple(int(t) for t in initial[row])))
     return results
 
 

@@ -10,16 +10,15 @@ import numpy as np
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .backend import gpu_available, mx
 from .cache import AttentionCache
-from .capture import CapturedAttention, log_normalizers
+from .capture import CAPTURE_MARGIN_S, CapturedAttention, log_normalizers
 from .decoding import DecodingOptions, WindowResult, decode_with_fallback, prompt_tokens
 from .mel import CHUNK_SAMPLES, TOKENS_PER_SECOND, log_mel_window
 from .models import WhisperModel, load_model
 from .transcript import Segment, SegmentSource, Transcript, TranscriptContext
-from .windows import Window, plan_windows
+from .windows import Window, is_silent, plan_windows
 
 log = logging.getLogger("lightning_align")
 
-CAPTURE_MARGIN_S = 1.0  # attention frames kept beyond a segment's decoded start and end
 SECONDS_PER_TIMESTAMP = 0.02
 TAIL_S = 2.0  # an untranscribed window tail this long (s) with speech in it is decoded again
 MAX_TAIL_ROUNDS = 2
@@ -101,7 +100,7 @@ def _batched(wm, samples, options, context, capture, batch_size, progress, verbo
     """Decode all windows in batches. A window whose text ends (end-of-text) more than
     `TAIL_S` before its end while speech follows is decoded again from where its text stopped,
     in a later round of batches: the batched counterpart of openai-whisper's seek."""
-    pending = plan_windows(samples)
+    pending = [w for w in plan_windows(samples) if not is_silent(samples[w.start : w.end])]
     prompt = prompt_tokens(wm.tokenizer(options.language, options.task), options.initial_prompt,
                            wm.dims.n_text_ctx)
     segments: list[Segment] = []
@@ -165,6 +164,9 @@ def _sequential(wm, samples, options, context, capture, condition, progress, ver
         window = Window(len(segments), seek, min(n, seek + CHUNK_SAMPLES))
         if window.end - window.start < SAMPLE_RATE // 100:
             break
+        if is_silent(samples[window.start : window.end]):
+            seek = window.end
+            continue
         features = _encode(wm, samples, [window])
         prompt = [tokenizer.sot_prev] + history[-(wm.dims.n_text_ctx // 2 - 1):] if history else None
         opts = replace(options, language=language) if language else options
@@ -237,6 +239,7 @@ def window_segments(wm: WhisperModel, window: Window, result: WindowResult,
     audio_frames = int(np.ceil((window.end - window.start) / SAMPLE_RATE * TOKENS_PER_SECOND))
     log_norm = log_normalizers(result.attention, audio_frames) if result.attention is not None else None
     segments = []
+    serial = first_id
     for i0, i1 in split_tokens(tokens, ts_begin, final):
         seg_tokens = tokens[i0:i1]
         text_tokens = [t for t in seg_tokens if t < tokenizer.eot]
@@ -249,11 +252,13 @@ def window_segments(wm: WhisperModel, window: Window, result: WindowResult,
         end_rel = stamps[-1] * SECONDS_PER_TIMESTAMP if has_close else window_len
         start_rel = min(start_rel, window_len)
         end_rel = min(max(end_rel, start_rel), window_len)
-        index = first_id + len(segments)
-        source = SegmentSource(context, index, window.start_s, window.end_s)
+        index = serial
+        serial += 1
+        start_s, end_s = round(window.start_s + start_rel, 3), round(window.start_s + end_rel, 3)
+        source = SegmentSource(context, index, window.start_s, window.end_s,
+                               result.initial_tokens + tuple(tokens[:i0]), start_s, end_s)
         seg = Segment(
-            id=index, seek=window.seek,
-            start=round(window.start_s + start_rel, 3), end=round(window.start_s + end_rel, 3),
+            id=index, seek=window.seek, start=start_s, end=end_s,
             text=text, tokens=list(seg_tokens), avg_logprob=result.avg_logprob,
             compression_ratio=result.compression_ratio, no_speech_prob=result.no_speech_prob,
             temperature=result.temperature, source=source)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,12 +39,17 @@ class TranscriptContext:
 
 @dataclass(frozen=True)
 class SegmentSource:
-    """Where a segment came from: its transcript, its index there, and its decoding window."""
+    """Where a segment came from: its transcript, a serial number there, its decoding window,
+    and the tokens the decoder had seen before the segment's first token (prompt, start
+    sequence, earlier segments of the window), which a forced pass replays on a cache miss."""
 
     context: TranscriptContext
     index: int
     window_start_s: float
     window_end_s: float
+    prefix: tuple[int, ...] = ()
+    start_s: float = 0.0  # the decoded segment times, which alignment may later refine
+    end_s: float = 0.0
 
     @property
     def key(self) -> tuple[str, int]:
@@ -61,10 +67,11 @@ class Segment(dict):
         self.source = source
 
     def __reduce__(self):
-        return (Segment, (dict(self),), {"source": self.source})
+        # The link to a process's model and cache does not travel: unpickled, it is plain.
+        return (Segment, (dict(self),))
 
-    def __setstate__(self, state):
-        self.source = state["source"]
+    def __deepcopy__(self, memo):
+        return Segment(copy.deepcopy(dict(self), memo), source=self.source)
 
 
 class Transcript(dict):
@@ -77,10 +84,10 @@ class Transcript(dict):
         self.context = context
 
     def __reduce__(self):
-        return (Transcript, (dict(self),), {"context": self.context})
+        return (Transcript, (dict(self),))
 
-    def __setstate__(self, state):
-        self.context = state["context"]
+    def __deepcopy__(self, memo):
+        return Transcript(copy.deepcopy(dict(self), memo), context=self.context)
 
     def align(self, which=None, **options) -> "Transcript":
         """Add `words` to the selected segments (see `lightning_align.align`); returns self."""

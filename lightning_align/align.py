@@ -1,0 +1,377 @@
+"""Lazy word alignment: words for the segments asked for, from captured attention when cached.
+
+For each selected segment the alignment-head attention comes from the attention cache (captured
+while decoding: no model work at all) or, on a miss, from one forced decoder pass that replays
+the tokens the decoder had seen. Then: softmax weights -> standardize each frame over tokens ->
+median filter over frames -> mean over heads (`kernels.alignment_matrix`, as openai-whisper)
+-> DTW -> token start times -> words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, AudioInput, load_audio
+from .backend import mx
+from .capture import CAPTURE_MARGIN_S, CapturedAttention, ForcedProbe, log_normalizers
+from .errors import AlignmentError
+from .kernels import alignment_matrix, dtw_batch
+from .mel import TOKENS_PER_SECOND, log_mel_window
+from .model import DecoderState
+from .models import WhisperModel, load_model
+from .transcript import Segment, SegmentSource
+from .words import WordTiming, apply_heuristics, to_dicts, word_timings
+
+METHODS = ("onepass", "reference")
+MAX_WINDOW_S = 30.0
+PLAIN_MARGIN_S = 1.0  # audio around a plain {"start", "end", "text"} segment for its forced pass
+
+Which = Any  # None | "all" | int | slice | Iterable[int] | Callable[[dict], bool]
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """What the alignment of one segment saw, for plots and research (times in seconds).
+
+    `matrix` (rows, frames) is the filtered, head-averaged attention the DTW ran on (higher is
+    more attention), `row_tokens` the token each row predicts, `path` the DTW path as (row,
+    frame) index arrays, `frame0_s` the time of frame 0 (frames are 20 ms), `words` the result.
+    """
+
+    segment: int
+    method: str
+    matrix: np.ndarray
+    row_tokens: tuple[int, ...]
+    path: tuple[np.ndarray, np.ndarray]
+    frame0_s: float
+    words: list[dict]
+    weights: np.ndarray | None = None  # (heads, rows, frames) softmax weights before filtering
+
+
+def align(segments: Sequence[dict], which: Which = None, *, audio: AudioInput | None = None,
+          model: WhisperModel | str | None = None, method: str = "onepass",
+          medfilt_width: int = 7, heuristics: bool = True, force: bool = False,
+          return_attention: bool = False) -> Sequence[dict] | list[Alignment]:
+    """Add `words` ([{"word", "start", "end", "probability"}], seconds) to the selected segments.
+
+    `which` selects segments: None or "all", an index, a slice, indices, or a predicate on the
+    segment dict. Segments that already have words are skipped unless `force`. Segments from
+    `transcribe` use the attention captured while decoding; others (evicted from the cache,
+    from another engine, or a human transcript with `start`, `end`, `text`) take one forced
+    decoder pass over their text, which needs `audio` (and `model` if not the default).
+    `method="reference"` is openai-whisper's algorithm (a forced pass without timestamps).
+    Returns `segments`, or with `return_attention` one `Alignment` per aligned segment.
+    """
+    if method not in METHODS:
+        raise AlignmentError(f"method {method!r}: choose one of {', '.join(METHODS)}.")
+    if isinstance(segments, dict) and "segments" in segments:
+        segments = segments["segments"]
+    indices = select(segments, which)
+    todo = [i for i in indices if force or return_attention or "words" not in segments[i]]
+    if not todo:
+        return [] if return_attention else segments
+    jobs = [_Job(i, segments[i], _segment_text_tokens(segments[i], i)) for i in todo]
+    _gather_attention(jobs, segments, method, audio, model, medfilt_width)
+    results = _solve(jobs, method, medfilt_width, heuristics, segments)
+    return results if return_attention else segments
+
+
+def select(segments: Sequence[dict], which: Which) -> list[int]:
+    """Resolve `which` into sorted, unique segment indices (see `align`)."""
+    n = len(segments)
+    if which is None or (isinstance(which, str) and which == "all"):
+        return list(range(n))
+    if isinstance(which, bool):
+        raise AlignmentError("which=True/False is ambiguous: pass None for all segments, an index, "
+                             "a slice, indices, or a predicate.")
+    if isinstance(which, (int, np.integer)):
+        return [_check_index(int(which), n)]
+    if isinstance(which, slice):
+        return list(range(n))[which]
+    if callable(which):
+        return [i for i, seg in enumerate(segments) if which(seg)]
+    if isinstance(which, (str, bytes, dict)):
+        raise AlignmentError(f"which={which!r}: expected None, 'all', an index, a slice, "
+                             "indices, or a predicate on the segment dict.")
+    try:
+        items = list(which)
+    except TypeError:
+        raise AlignmentError(f"which of type {type(which).__name__}: expected None, 'all', an "
+                             "index, a slice, indices, or a predicate.") from None
+    if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in items):
+        raise AlignmentError(f"which={items!r}: every index must be an integer.")
+    return sorted({_check_index(int(i), n) for i in items})
+
+
+def _check_index(i: int, n: int) -> int:
+    if not -n <= i < n:
+        raise AlignmentError(f"segment index {i} is out of range: there are {n} segments.")
+    return i % n
+
+
+@dataclass(eq=False)
+class _Group:
+    """One DTW problem: a segment (one-pass) or the segments of one window (reference)."""
+
+    frame0_s: float = 0.0
+    matrix: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    row_tokens: tuple[int, ...] = ()
+    path: tuple[np.ndarray, np.ndarray] | None = None
+
+
+@dataclass(eq=False)
+class _Job:
+    index: int
+    segment: dict
+    text_tokens: list[int] | None
+    entry: CapturedAttention | None = None
+    group: _Group | None = None
+    rows_for_text: np.ndarray | None = None  # group row predicting each text token, then the end
+    token_logprobs: np.ndarray | None = None  # of the text tokens
+    model: WhisperModel | None = None
+    window0_s: float = 0.0  # start of the window a forced pass ran on (s)
+
+
+def _segment_text_tokens(seg: dict, index: int) -> list[int] | None:
+    if not isinstance(seg, dict):
+        raise AlignmentError(f"segment {index} is a {type(seg).__name__}, not a dict; convert it "
+                             "with lightning_align.interop.to_segments first.")
+    if "tokens" in seg and seg["tokens"] is not None:
+        tokens = [int(t) for t in seg["tokens"]]
+        return tokens if tokens else None
+    if not isinstance(seg.get("text"), str):
+        raise AlignmentError(f"segment {index} has neither 'tokens' nor 'text'; nothing to align.")
+    return None
+
+
+def _source(seg: dict) -> SegmentSource | None:
+    return seg.source if isinstance(seg, Segment) else None
+
+
+def _gather_attention(jobs: list[_Job], segments, method, audio, model, width: int) -> None:
+    """Fill each job's `entry`: from the cache when possible, else by forced passes."""
+    misses = []
+    for job in jobs:
+        src = _source(job.segment)
+        job.model = src.context.model if src is not None else (
+            model if isinstance(model, WhisperModel) else load_model(model))
+        if method == "onepass" and src is not None and src.context.cache is not None:
+            job.entry = src.context.cache.get(src.key)
+        if job.entry is None:
+            misses.append(job)
+    if not misses:
+        return
+    by_window: dict[tuple, list[_Job]] = {}
+    for job in misses:
+        wm, samples, window = _forced_inputs(job, segments, audio, model)
+        by_window.setdefault((id(wm), id(samples), window), []).append((job, wm, samples))
+    for (_, _, (w0, w1)), items in by_window.items():
+        wm, samples = items[0][1], items[0][2]
+        start, end = int(round(w0 * SAMPLE_RATE)), int(round(w1 * SAMPLE_RATE))
+        mel = log_mel_window(samples[start:end], wm.dims.n_mels)
+        with wm.lock:
+            features = wm.model.embed_audio(mx.array(mel[None]))
+            if method == "reference":
+                _reference_pass([job for job, _, _ in items], wm, features, end - start, width, w0)
+                continue
+            for job, _, _ in items:
+                job.window0_s = w0
+                job.entry = _replay_pass(job, wm, features, w0, w1, end - start)
+                src = _source(job.segment)
+                if src is not None and src.context.cache is not None:
+                    src.context.cache.put(src.key, job.entry)
+
+
+def _forced_inputs(job: _Job, segments, audio, model):
+    seg, src = job.segment, _source(job.segment)
+    wm = job.model
+    samples = None
+    if audio is not None:
+        samples = _load_cached(audio)
+    elif src is not None:
+        samples = src.context.samples()
+    if samples is None:
+        raise AlignmentError(
+            f"segment {job.index} has no captured attention (not from this transcript, evicted "
+            "from the cache, or a plain dict), so it needs a forced pass over the audio: pass "
+            "audio=<path or samples> to align().")
+    duration = len(samples) / SAMPLE_RATE
+    if src is not None:
+        window = (src.window_start_s, src.window_end_s)
+    else:
+        try:
+            start, end = float(seg["start"]), float(seg["end"])
+        except (KeyError, TypeError, ValueError):
+            raise AlignmentError(f"segment {job.index} needs numeric 'start' and 'end' (seconds) "
+                                 "for a forced pass.") from None
+        if not 0 <= start <= end:
+            raise AlignmentError(f"segment {job.index}: start {start} / end {end} s are not a "
+                                 "valid time range.")
+        if start > duration:
+            raise AlignmentError(f"segment {job.index} starts at {start:.2f} s, after the end of "
+                                 f"the audio ({duration:.2f} s): is it from another recording?")
+        window = (max(0.0, start - PLAIN_MARGIN_S), min(duration, end + PLAIN_MARGIN_S))
+        if window[1] - window[0] > MAX_WINDOW_S:
+            raise AlignmentError(f"segment {job.index} spans {end - start:.1f} s; Whisper aligns "
+                                 f"at most {MAX_WINDOW_S:.0f} s at a time. Split it first.")
+        if job.text_tokens is None:
+            text = seg["text"] if seg["text"].startswith(" ") else " " + seg["text"]
+            job.text_tokens = wm.tokenizer().encode(text)
+    return wm, samples, window
+
+
+_audio_memo: dict[int, tuple[Any, np.ndarray]] = {}
+
+
+def _load_cached(audio: AudioInput) -> np.ndarray:
+    if isinstance(audio, np.ndarray) and audio.dtype == np.float32 and audio.ndim == 1:
+        return audio
+    key = id(audio)
+    held = _audio_memo.get(key)
+    if held is not None and held[0] is audio:
+        return held[1]
+    samples = load_audio(audio)
+    _audio_memo.clear()
+    _audio_memo[key] = (audio, samples)
+    return samples
+
+
+def _forced(wm: WhisperModel, features, tokens: list[int]):
+    """One forced pass: (scores (heads, positions, 1500), log-probabilities (positions, vocab))."""
+    probe = ForcedProbe(wm.alignment_heads.pairs)
+    state = DecoderState(wm.model.decoder, features, probe.layers)
+    logits = wm.model.decoder.step(mx.array([tokens]), state, probe, positions=range(len(tokens)))
+    logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    scores = probe.result()
+    mx.eval(scores, logprobs)
+    return np.asarray(scores[0]), np.asarray(logprobs[0])
+
+
+def _replay_pass(job: _Job, wm, features, w0: float, w1: float, n_samples: int) -> CapturedAttention:
+    """Recompute what capture would have stored, by replaying the decoder's own tokens."""
+    tok = wm.tokenizer()
+    src = _source(job.segment)
+    audio_frames = int(np.ceil(n_samples / SAMPLE_RATE * TOKENS_PER_SECOND))
+    seg_start = float(job.segment.get("start", w0)) - w0
+    seg_end = float(job.segment.get("end", w1)) - w0
+    if src is not None and src.prefix and job.segment.get("tokens"):
+        prefix = list(src.prefix)
+        seg_tokens = [int(t) for t in job.segment["tokens"]]
+    else:  # plain text: lay it out as a decoded segment, between its two timestamps
+        prefix = list(tok.sot_sequence)
+        stamp = lambda s: tok.timestamp_begin + int(round(min(max(s, 0.0), 30.0) / 0.02))  # noqa: E731
+        seg_tokens = [stamp(seg_start)] + [t for t in job.text_tokens if t < tok.eot] + [stamp(seg_end)]
+    tokens = prefix + seg_tokens
+    scores, logprobs = _forced(wm, features, tokens)
+    rows = np.arange(len(prefix) - 1, len(tokens))  # queries predicting seg tokens, then the next
+    predicted = seg_tokens + [-1]
+    f0 = max(0, int((seg_start - CAPTURE_MARGIN_S) * TOKENS_PER_SECOND))
+    f1 = min(audio_frames, int(np.ceil((seg_end + CAPTURE_MARGIN_S) * TOKENS_PER_SECOND)))
+    f1 = max(f1, f0 + 1)
+    picked = scores[:, rows, :].transpose(1, 0, 2)  # (rows, heads, frames)
+    picked = picked - picked[:, :, :audio_frames].max(-1, keepdims=True)
+    picked16 = picked.astype(np.float16)
+    lps = np.array([logprobs[r, t] if t >= 0 else 0.0 for r, t in zip(rows, predicted)], np.float32)
+    return CapturedAttention(
+        scores=np.ascontiguousarray(picked16[:, :, f0:f1]),
+        log_norm=log_normalizers(picked16, audio_frames),
+        frame_offset=f0, tokens=tuple(predicted),
+        is_timestamp=np.array([t >= tok.timestamp_begin for t in predicted], bool),
+        token_logprobs=lps)
+
+
+def _reference_pass(jobs: list[_Job], wm, features, n_samples: int, width: int, w0: float) -> None:
+    """openai-whisper's `find_alignment` over the text of a window's segments together:
+    [sot, no_timestamps, text..., eot], attention over all frames of the window's audio."""
+    tok = wm.tokenizer()
+    texts = [[t for t in job.text_tokens if t < tok.eot] for job in jobs]
+    text = [t for part in texts for t in part]
+    sot = list(tok.sot_sequence)
+    tokens = sot + [tok.no_timestamps] + text + [tok.eot]
+    scores, logprobs = _forced(wm, features, tokens)
+    n_frames = (n_samples // 160) // 2  # openai: num_frames // 2 of the mel window
+    w = scores[:, :, :n_frames]
+    w = np.exp(w - w.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    group = _Group(w0, alignment_matrix(w.astype(np.float32), width)[len(sot) : -1], w,
+                   tuple([tok.no_timestamps] + text))
+    text_lp = logprobs[len(sot) : len(sot) + len(text), : tok.eot]
+    text_lp = text_lp - np.log(np.exp(text_lp).sum(-1, keepdims=True))
+    offset = 0
+    for job, part in zip(jobs, texts):
+        job.group = group
+        job.rows_for_text = offset + np.arange(len(part) + 1)
+        job.token_logprobs = text_lp[offset + np.arange(len(part)), part]
+        offset += len(part)
+
+
+def _onepass_group(job: _Job, width: int, eot: int) -> None:
+    entry = job.entry
+    weights = np.ascontiguousarray(entry.weights().transpose(1, 0, 2))  # (heads, rows, frames)
+    src = _source(job.segment)
+    frame0 = (src.window_start_s if src else job.window0_s) + entry.frame_offset / TOKENS_PER_SECOND
+    job.group = _Group(frame0, alignment_matrix(weights, width), weights, entry.tokens)
+    text_rows = [r for r, t in enumerate(entry.tokens) if 0 <= t < eot]
+    after = text_rows[-1] + 1 if text_rows else 0
+    job.rows_for_text = np.array(text_rows + [min(after, len(entry.tokens) - 1)])
+    job.token_logprobs = entry.token_logprobs[text_rows]
+
+
+def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments) -> list[Alignment]:
+    for job in jobs:
+        if job.group is None:
+            _onepass_group(job, width, _model_of(job).tokenizer().eot)
+    groups = list({id(job.group): job.group for job in jobs}.values())
+    paths = dtw_batch([-g.matrix.astype(np.float64) for g in groups])
+    entered = {}
+    for group, (rows, cols) in zip(groups, paths):
+        group.path = (rows, cols)
+        # the frame at which the path first enters each row, in seconds
+        first = np.zeros(group.matrix.shape[0], np.int64)
+        first[rows[::-1]] = cols[::-1]
+        entered[id(group)] = group.frame0_s + first / TOKENS_PER_SECOND
+    out = []
+    for job in jobs:
+        tok = _model_of(job).tokenizer()
+        enter = entered[id(job.group)]
+        text = _text_of(job, tok.eot)
+        timings = word_timings(tok, text, np.exp(job.token_logprobs),
+                               enter[job.rows_for_text[:-1]], enter[job.rows_for_text[-1]])
+        seg = job.segment
+        start, end = _decoded_bounds(seg, timings)
+        if heuristics and timings:
+            previous = segments[job.index - 1] if job.index > 0 else None
+            last_speech = _decoded_bounds(previous, timings)[1] if isinstance(previous, dict) else 0.0
+            timings, start, end = apply_heuristics(timings, start, end, last_speech)
+        words = to_dicts(timings)
+        seg["words"] = words
+        if heuristics and words:
+            seg["start"], seg["end"] = round(start, 3), round(end, 3)
+        g = job.group
+        out.append(Alignment(job.index, method, g.matrix, g.row_tokens, g.path, g.frame0_s, words,
+                             g.weights))
+    return out
+
+
+def _decoded_bounds(seg: dict, timings) -> tuple[float, float]:
+    """A segment's times before any alignment refined them, so that aligning segments in any
+    order, or concurrently, gives the same words."""
+    src = _source(seg)
+    if src is not None:
+        return src.start_s, src.end_s
+    return (float(seg.get("start", timings[0].start if timings else 0.0)),
+            float(seg.get("end", timings[-1].end if timings else 0.0)))
+
+
+def _model_of(job: _Job) -> WhisperModel:
+    return job.model
+
+
+def _text_of(job: _Job, eot: int) -> list[int]:
+    if job.entry is not None and job.entry.tokens:
+        return [t for t in job.entry.tokens if 0 <= t < eot]
+    return [t for t in job.text_tokens if t < eot]

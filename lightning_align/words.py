@@ -1,0 +1,118 @@
+"""From token boundaries to WhisperX-format words: splitting, punctuation, timing heuristics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PREPEND_PUNCTUATIONS = "\"'“¿([{-"
+APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
+SENTENCE_END_MARKS = ".。!！?？"
+
+
+@dataclass
+class WordTiming:
+    """One word: its text (with Whisper's leading space), tokens, seconds, and probability."""
+
+    word: str
+    tokens: list[int]
+    start: float
+    end: float
+    probability: float
+
+
+def word_timings(tokenizer, text_tokens: list[int], token_probs: np.ndarray,
+                 token_starts: np.ndarray, token_end: float) -> list[WordTiming]:
+    """Group tokens into words and time them.
+
+    `token_starts[k]` is the time (s) at which text token k begins, `token_end` the time the last
+    token ends; a word spans from its first token's start to the next word's start.
+    """
+    if not text_tokens:
+        return []
+    words, word_tokens = tokenizer.split_to_word_tokens(list(text_tokens))
+    boundaries = np.cumsum([0] + [len(t) for t in word_tokens])
+    starts = np.append(np.asarray(token_starts, np.float64), token_end)
+    out = []
+    for i, (word, tokens) in enumerate(zip(words, word_tokens)):
+        a, b = boundaries[i], boundaries[i + 1]
+        out.append(WordTiming(word, list(tokens), float(starts[a]), float(starts[b]),
+                              float(np.mean(token_probs[a:b])) if b > a else 0.0))
+    return out
+
+
+def merge_punctuations(words: list[WordTiming], prepended: str = PREPEND_PUNCTUATIONS,
+                       appended: str = APPEND_PUNCTUATIONS) -> None:
+    """Attach opening punctuation to the next word and closing punctuation to the previous one,
+    in place; a merged-away entry keeps an empty `word` and is dropped by the caller."""
+    i = len(words) - 2
+    j = len(words) - 1
+    while i >= 0:
+        previous, following = words[i], words[j]
+        if previous.word.startswith(" ") and previous.word.strip() in prepended:
+            following.word = previous.word + following.word
+            following.tokens = previous.tokens + following.tokens
+            previous.word, previous.tokens = "", []
+        else:
+            j = i
+        i -= 1
+    i, j = 0, 1
+    while j < len(words):
+        previous, following = words[i], words[j]
+        if not previous.word.endswith(" ") and following.word in appended:
+            previous.word = previous.word + following.word
+            previous.tokens = previous.tokens + following.tokens
+            following.word, following.tokens = "", []
+        else:
+            i = j
+        j += 1
+
+
+def apply_heuristics(words: list[WordTiming], segment_start: float, segment_end: float,
+                     last_speech: float) -> tuple[list[WordTiming], float, float]:
+    """openai-whisper's corrections for words stretched over pauses, on one segment's words.
+
+    Long words at sentence boundaries are cut to twice the median word duration; the first
+    words after a pause likewise; a first/last word reaching > 0.5 s past the decoded segment
+    boundary is pulled back to it. Returns (words, segment start, segment end) in seconds.
+    """
+    durations = np.array([w.end - w.start for w in words])
+    durations = durations[durations.nonzero()]
+    median = min(0.7, float(np.median(durations))) if len(durations) else 0.0
+    longest = median * 2
+    if len(durations):
+        for i in range(1, len(words)):
+            if words[i].end - words[i].start > longest:
+                if words[i].word in SENTENCE_END_MARKS:
+                    words[i].end = words[i].start + longest
+                elif words[i - 1].word in SENTENCE_END_MARKS:
+                    words[i].start = words[i].end - longest
+    merge_punctuations(words)
+    words = [w for w in words if w.word]
+    if not words:
+        return words, segment_start, segment_end
+    first = words[0]
+    if first.end - last_speech > median * 4 and (
+            first.end - first.start > longest
+            or (len(words) > 1 and words[1].end - first.start > longest * 2)):
+        if len(words) > 1 and words[1].end - words[1].start > longest:
+            boundary = max(words[1].end / 2, words[1].end - longest)
+            first.end = words[1].start = boundary
+        first.start = max(0.0, first.end - longest)
+    if segment_start < first.end and segment_start - 0.5 > first.start:
+        first.start = max(0.0, min(first.end - median, segment_start))
+    else:
+        segment_start = first.start
+    last = words[-1]
+    if segment_end > last.start and segment_end + 0.5 < last.end:
+        last.end = max(last.start + median, segment_end)
+    else:
+        segment_end = last.end
+    return words, segment_start, segment_end
+
+
+def to_dicts(words: list[WordTiming]) -> list[dict]:
+    """WhisperX word dicts; times in seconds, rounded to 1 ms."""
+    return [{"word": w.word, "start": round(w.start, 3), "end": round(max(w.end, w.start), 3),
+             "probability": round(w.probability, 4)} for w in words]

