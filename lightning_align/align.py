@@ -18,6 +18,7 @@ from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .backend import mx
 from .capture import CAPTURE_MARGIN_S, CapturedAttention, ForcedProbe, log_normalizers
 from .errors import AlignmentError
+from .interop import as_segment_dicts
 from .kernels import alignment_matrix, dtw_batch
 from .mel import TOKENS_PER_SECOND, log_mel_window
 from .model import DecoderState
@@ -67,8 +68,7 @@ def align(segments: Sequence[dict], which: Which = None, *, audio: AudioInput | 
     """
     if method not in METHODS:
         raise AlignmentError(f"method {method!r}: choose one of {', '.join(METHODS)}.")
-    if isinstance(segments, dict) and "segments" in segments:
-        segments = segments["segments"]
+    segments = as_segment_dicts(segments)
     indices = select(segments, which)
     todo = [i for i in indices if force or return_attention or "words" not in segments[i]]
     if not todo:

@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-words-per-line", type=int, default=None)
     t.add_argument("--verbose", "-v", action="store_true", help="print segments as decoded")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    c = sub.add_parser("corpus", help="transcribe and align many files on Ray (pip install "
+                       '"lightning-align[ray]")')
+    from . import corpus
+
+    corpus.add_arguments(c)
     return parser
 
 
@@ -102,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "transcribe":
         return transcribe_files(args)
-    return 2
+    from . import corpus
+
+    return corpus.main(args)
 
 
 if __name__ == "__main__":
