@@ -49,8 +49,10 @@ class AttentionProbe:
         self._pending.clear()
         return scores
 
-    def drop_last_steps(self, keep: int) -> None:
-        del self._steps[keep:]
+    def record(self, rows: np.ndarray, alive: np.ndarray, scores: mx.array) -> None:
+        """Keep one compiled step's (B, heads, frames) scores; rows not `alive` (finished, still
+        in the batch) are dropped when the steps are collected."""
+        self._steps.append((np.where(alive, rows, -1), scores))
 
     def per_row(self, n_rows: int) -> list[np.ndarray]:
         """-> for each original row, its (steps, heads, frames) float16 scores, in step order."""
@@ -59,6 +61,8 @@ class AttentionProbe:
         # One device-to-host copy for the whole batch, not one per step.
         stacked = np.asarray(mx.concatenate([s for _, s in self._steps], axis=0))
         row_ids = np.concatenate([r for r, _ in self._steps])
+        live = row_ids >= 0
+        stacked, row_ids = stacked[live], row_ids[live]
         order = np.argsort(row_ids, kind="stable")
         counts = np.bincount(row_ids, minlength=n_rows)
         return np.split(stacked[order], np.cumsum(counts)[:-1])

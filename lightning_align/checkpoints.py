@@ -83,7 +83,7 @@ def read_openai_checkpoint(path: str | Path) -> tuple[dict[str, int], dict[str, 
         raise ModelError(f"{path}: not an OpenAI Whisper checkpoint (no 'dims' and "
                          "'model_state_dict'); for Hugging Face transformers checkpoints convert "
                          "them with mlx-examples' convert.py first.")
-    dims = {k: int(checkpoint["dims"][k]) for k in DIMENSION_KEYS}
+    dims = check_dimensions(checkpoint["dims"], path)
     weights = {}
     for name, value in checkpoint["model_state_dict"].items():
         if name == "encoder.positional_embedding":
@@ -92,7 +92,47 @@ def read_openai_checkpoint(path: str | Path) -> tuple[dict[str, int], dict[str, 
         if name in ("encoder.conv1.weight", "encoder.conv2.weight"):
             value = np.ascontiguousarray(value.transpose(0, 2, 1))  # (out, in, k) -> (out, k, in)
         weights[name] = value
+    check_weights(dims, weights, path)
     return dims, weights
+
+
+def check_dimensions(config, path: Path) -> dict[str, int]:
+    """The model dimensions in `config` as positive ints, or a `ModelError` naming `path`."""
+    dims = {}
+    for key in DIMENSION_KEYS:
+        value = config.get(key) if isinstance(config, dict) else None
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ModelError(f"{path}: dimension {key}={value!r} is not a positive integer; the "
+                             "config is corrupt or not a Whisper model's.")
+        dims[key] = int(value)
+    return dims
+
+
+def expected_shapes(dims: dict[str, int]) -> dict[str, tuple[int, ...]]:
+    """Every parameter name of a Whisper model of `dims`, with its shape. MLX builds the
+    parameters lazily, so this allocates no weights even for large models."""
+    from mlx.utils import tree_flatten
+
+    from .model import ModelDimensions, Whisper
+
+    return {k: tuple(v.shape) for k, v in tree_flatten(Whisper(ModelDimensions(**dims)).parameters())}
+
+
+def check_weights(dims: dict[str, int], weights: dict, path: Path) -> None:
+    """Refuse weights that do not fit a Whisper model of `dims` (missing, extra or misshapen
+    arrays), before MLX would fail on them deep inside a forward pass."""
+    expected = expected_shapes(dims)
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(set(weights) - set(expected))
+    wrong = [f"{k} {tuple(weights[k].shape)} (expected {expected[k]})"
+             for k in sorted(set(expected) & set(weights)) if tuple(weights[k].shape) != expected[k]]
+    if missing or extra or wrong:
+        parts = [f"{label} {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+                 for label, items in (("missing", missing), ("unexpected", extra),
+                                      ("wrong shape:", wrong)) if items]
+        raise ModelError(f"{path}: the weights do not match a Whisper model of the declared "
+                         f"dimensions ({'; '.join(parts)}); the model is incomplete, mismatched "
+                         "with its config, or of another architecture.")
 
 
 def read_mlx_directory(path: str | Path) -> tuple[dict[str, int], dict[str, np.ndarray | mx.array], dict]:
@@ -102,6 +142,9 @@ def read_mlx_directory(path: str | Path) -> tuple[dict[str, int], dict[str, np.n
         config = json.loads((path / "config.json").read_text())
     except (OSError, ValueError) as e:
         raise ModelError(f"{path / 'config.json'}: cannot read it ({e}).") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{path / 'config.json'}: holds a {type(config).__name__}, not the "
+                         "mlx-whisper config object; restore the model's config.json.")
     if config.get("quantization"):
         raise ModelError(f"{path}: quantized MLX models are not supported; use a float16 or "
                          "float32 conversion of the model.")
@@ -116,7 +159,9 @@ def read_mlx_directory(path: str | Path) -> tuple[dict[str, int], dict[str, np.n
             except (RuntimeError, ValueError) as e:
                 raise ModelError(f"{path / name}: cannot read the weights ({e}); the file is "
                                  "truncated or corrupt.") from None
-            return {k: int(config[k]) for k in DIMENSION_KEYS}, weights, config
+            dims = check_dimensions(config, path / "config.json")
+            check_weights(dims, weights, path / name)
+            return dims, weights, config
     raise ModelError(f"{path}: no weights.safetensors or weights.npz next to config.json.")
 
 

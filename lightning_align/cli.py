@@ -10,6 +10,8 @@ from pathlib import Path
 
 from .errors import LightningAlignError
 
+log = logging.getLogger("lightning_align")
+
 
 def _formats(text: str) -> list[str]:
     from .writers import FORMATS
@@ -58,36 +60,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def transcribe_files(args: argparse.Namespace) -> int:
+    """Transcribe each file on its own: a file that fails gets one `FAILED` line on stderr and
+    the others are still written. Returns 0 when all succeed, 1 when any failed, 2 when the
+    model cannot be loaded."""
     from tqdm import tqdm
 
-    from . import load_model, transcribe
-    from .writers import WriterOptions, write_result
+    from . import load_model
 
-    options = WriterOptions(highlight_words=args.highlight_words, max_line_width=args.max_line_width,
-                            max_line_count=args.max_line_count,
-                            max_words_per_line=args.max_words_per_line)
     try:
         model = load_model(args.model)
     except LightningAlignError as e:
-        print(f"lightning-align: {e}", file=sys.stderr)
+        print(f"lightning-align: {_one_line(str(e))}", file=sys.stderr)
         return 2
-    out_dir = Path(args.output_dir)
     failures: list[tuple[str, str]] = []
     files = tqdm(args.audio, unit="file", disable=args.quiet or len(args.audio) < 2)
-    for path in files:
+    for path, stem in zip(files, output_stems(args.audio)):
         started = time.perf_counter()
         try:
-            result = transcribe(path, model=model, batch_size=args.batch_size,
-                                word_timestamps=args.word_timestamps, language=args.language,
-                                task=args.task, initial_prompt=args.initial_prompt,
-                                sequential=args.sequential, verbose=args.verbose,
-                                progress=not args.quiet)
-            written = write_result(result, out_dir, args.output_format, options, name=Path(path).stem)
+            result, written = _transcribe_one(path, stem, model, args)
         except LightningAlignError as e:
             failures.append((path, str(e)))
             continue
         except OSError as e:
-            failures.append((path, f"cannot write outputs to {out_dir}: {e.strerror}"))
+            failures.append((path, f"cannot write outputs to {args.output_dir}: {e.strerror}"))
+            continue
+        except Exception as e:  # noqa: BLE001  one file's unexpected failure must not end the batch
+            log.debug("unexpected failure on %s", path, exc_info=True)
+            failures.append((path, f"unexpected {type(e).__name__}: {e}. This is a bug in "
+                                   "lightning-align; please report it with this file."))
             continue
         took = time.perf_counter() - started
         duration = result.context.duration_s if result.context else 0.0
@@ -95,11 +95,50 @@ def transcribe_files(args: argparse.Namespace) -> int:
                     f"{took:.1f} s ({duration / max(took, 1e-9):.1f}x realtime) -> "
                     + ", ".join(str(p) for p in written))
     for path, message in failures:
+        message = _one_line(message)
         print(f"FAILED: {message}" if path in message else f"FAILED {path}: {message}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} of {len(args.audio)} file(s) failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _transcribe_one(path: str, stem: str, model, args: argparse.Namespace):
+    from . import transcribe
+    from .writers import WriterOptions, write_result
+
+    options = WriterOptions(highlight_words=args.highlight_words, max_line_width=args.max_line_width,
+                            max_line_count=args.max_line_count,
+                            max_words_per_line=args.max_words_per_line)
+    result = transcribe(path, model=model, batch_size=args.batch_size,
+                        word_timestamps=args.word_timestamps, language=args.language,
+                        task=args.task, initial_prompt=args.initial_prompt,
+                        sequential=args.sequential, verbose=args.verbose,
+                        progress=not args.quiet)
+    # write_result renders every format first and renames temp files into place: a failure
+    # leaves no partial output.
+    return result, write_result(result, Path(args.output_dir), args.output_format, options, name=stem)
+
+
+def output_stems(paths: list[str]) -> list[str]:
+    """One output file stem per input: the file's stem, numbered (`talk-2`) where two inputs
+    share one, so that no file's outputs overwrite another's."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        stem = Path(path).stem or "audio"
+        n = seen.get(stem, 0) + 1
+        seen[stem] = n
+        while n > 1 and f"{stem}-{n}" in seen:
+            n += 1
+        stems.append(stem if n == 1 else f"{stem}-{n}")
+        if n > 1:
+            seen[stems[-1]] = 1
+    return stems
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,11 +9,13 @@ count, raw bytes; then u32 alias count and (alias, target) string pairs. A strin
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 
 import numpy as np
 
+from .checkpoints import check_dimensions, check_weights
 from .errors import ModelError
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
@@ -85,15 +87,18 @@ def read_model_bin(path: str | Path) -> dict[str, np.ndarray]:
         dtype = r.u8()
         nbytes = r.u32()
         raw = r.take(nbytes)
+        if dtype != _BF16 and dtype not in _DTYPES:
+            raise ModelError(f"{path}: variable {name!r} has unknown dtype code {dtype}; the file "
+                             "is corrupt or from a newer CTranslate2.")
+        itemsize = 2 if dtype == _BF16 else np.dtype(_DTYPES[dtype]).itemsize
+        # Python ints: a corrupt shape must not overflow into a size that happens to match.
+        if nbytes != itemsize * math.prod(dims):
+            raise ModelError(f"{path}: variable {name!r} has {nbytes} bytes for shape {dims} of "
+                             f"{itemsize}-byte values; the file is corrupt.")
         if dtype == _BF16:
             arr = (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
-        elif dtype in _DTYPES:
-            arr = np.frombuffer(raw, _DTYPES[dtype])
         else:
-            raise ModelError(f"{path}: variable {name!r} has unknown dtype code {dtype}.")
-        if arr.size != int(np.prod(dims, dtype=np.int64)):
-            raise ModelError(f"{path}: variable {name!r} has {arr.size} values for shape {dims}; "
-                             "the file is corrupt.")
+            arr = np.frombuffer(raw, _DTYPES[dtype])
         out[name] = arr.reshape(dims)
     if r.pos < len(data):
         for _ in range(r.u32()):
@@ -137,12 +142,22 @@ def convert(model_dir: str | Path) -> tuple[dict[str, int], dict[str, np.ndarray
         config = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
     except (OSError, ValueError) as e:
         raise ModelError(f"{cfg_path}: not valid JSON ({e}); restore the model's config.json.") from None
-    v = read_model_bin(model_dir / "model.bin")
+    if not isinstance(config, dict):
+        raise ModelError(f"{cfg_path}: holds a {type(config).__name__}, not a CTranslate2 config "
+                         "object; restore the model's config.json.")
+    bin_path = model_dir / "model.bin"
+    v = read_model_bin(bin_path)
     try:
-        return _convert_vars(v, config)
+        dims, weights, config = _convert_vars(v, config)
     except KeyError as e:
-        raise ModelError(f"{model_dir / 'model.bin'}: variable {e} is missing; this is not a "
-                         "complete CTranslate2 Whisper model.") from None
+        raise ModelError(f"{bin_path}: variable {e} is missing; this is not a complete "
+                         "CTranslate2 Whisper model.") from None
+    except (IndexError, ValueError, TypeError) as e:
+        # misshapen variables (wrong rank, uneven fused projections)
+        raise ModelError(f"{bin_path}: a variable has an unexpected shape ({e}); the file is "
+                         "corrupt or not a Whisper model.") from None
+    check_weights(check_dimensions(dims, bin_path), weights, bin_path)
+    return dims, weights, config
 
 
 def _convert_vars(v: dict[str, np.ndarray], config: dict) -> tuple[dict[str, int], dict, dict]:

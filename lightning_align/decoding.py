@@ -17,7 +17,7 @@ from .backend import mx
 from .capture import AttentionProbe
 from .errors import DecodingError
 from .kernels.logits import select_tokens
-from .model import DecoderState
+from .model import CompiledStep, DecoderState
 from .models import WhisperModel
 
 
@@ -163,6 +163,16 @@ def detect_languages(wm: WhisperModel, features: mx.array) -> list[tuple[str, di
     return [(codes[int(p.argmax())], dict(zip(codes, p.tolist()))) for p in probs]
 
 
+def compiled_step(wm: WhisperModel, probe_layers: dict | None) -> CompiledStep:
+    """The model's compiled one-token step, with or without the alignment-head probe (cached)."""
+    key = "_compiled_probe" if probe_layers else "_compiled_plain"
+    step = getattr(wm, key, None)
+    if step is None:
+        step = CompiledStep(wm.model.decoder, probe_layers)
+        setattr(wm, key, step)
+    return step
+
+
 def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions, *,
                  temperature: float = 0.0, capture: bool = False,
                  languages: list[str] | None = None, prompt: list[int] | None = None,
@@ -191,12 +201,14 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     rules = _TimestampRules(n_rows, tok, vocab, options, blank)
     rng = rng or np.random.default_rng(options.seed)
 
-    active = np.arange(n_rows)
+    rows = np.arange(n_rows)  # original row id of each batch row
+    alive = np.ones(n_rows, bool)
     sampled = [[] for _ in range(n_rows)]
     logprobs = [[] for _ in range(n_rows)]
+    step_fn = compiled_step(wm, probe.layers if probe else None)
     with wm.lock:
         logits = wm.model.decoder.step(mx.array(initial), state, probe, positions=(sot_index, -1))
-        pending = [logits] + ([probe.end_step(active)] if probe else [])
+        pending = [logits] + ([probe.end_step(rows)] if probe else [])
         mx.eval(*pending)
         host = np.asarray(logits)
         at_sot = host[:, 0, :]
@@ -206,30 +218,35 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
         chosen = np.empty(n_rows, np.int32)
         chosen_lp = np.empty(n_rows, np.float32)
         for step in range(sample_len):
-            b = len(active)
+            b = len(rows)
             uniform = rng.random(b).astype(np.float32) if temperature > 0 else np.zeros(b, np.float32)
             select_tokens(step_logits, suppress, rules.text_ok, rules.eot_ok, rules.ts_min,
                           rules.ts_max, rules.ts_rule, rules.blank, tok.eot, tok.timestamp_begin,
                           np.float32(temperature), uniform, chosen[:b], chosen_lp[:b])
-            for i, row in enumerate(active):
-                sampled[row].append(int(chosen[i]))
-                logprobs[row].append(float(chosen_lp[i]))
+            for i in np.flatnonzero(alive):
+                sampled[rows[i]].append(int(chosen[i]))
+                logprobs[rows[i]].append(float(chosen_lp[i]))
             rules.advance(chosen[:b])
-            done = chosen[:b] == tok.eot
-            if step == sample_len - 1 or done.all():
+            alive &= chosen[:b] != tok.eot
+            if step == sample_len - 1 or not alive.any():
                 break
-            if done.any():
-                keep = np.flatnonzero(~done)
+            # Finished rows keep running on end-of-text until half the batch is done; then the
+            # batch shrinks. Fewer distinct batch sizes means fewer compilations of the step.
+            if alive.sum() <= b // 2:
+                keep = np.flatnonzero(alive)
                 state.select(mx.array(keep))
                 rules.select(keep)
-                active = active[keep]
+                rows, alive = rows[keep], alive[keep]
                 next_tokens = chosen[:b][keep]
             else:
-                next_tokens = chosen[:b]
-            logits = wm.model.decoder.step(mx.array(next_tokens[:, None]), state, probe)
-            pending = [logits] + ([probe.end_step(active)] if probe else [])
-            mx.eval(*pending)
-            step_logits = np.asarray(logits)[:, 0, :]
+                next_tokens = np.where(alive, chosen[:b], tok.eot).astype(np.int32)
+            logits, scores = step_fn(mx.array(next_tokens[:, None]), state)
+            if probe:
+                probe.record(rows, alive, scores)
+                mx.eval(logits, scores)
+            else:
+                mx.eval(logits)
+            step_logits = np.asarray(logits)
 
     attention = probe.per_row(n_rows) if probe else [None] * n_rows
     results = []

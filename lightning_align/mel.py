@@ -30,14 +30,38 @@ def _hann() -> np.ndarray:
     return np.hanning(N_FFT + 1)[:-1].astype(np.float32)
 
 
-def log_mel_window(samples: np.ndarray, n_mels: int) -> np.ndarray:
-    """Log-mel of up to 30 s of 16 kHz audio, zero-padded to 30 s: (3000 frames, n_mels) float32."""
+def _padded(samples: np.ndarray) -> np.ndarray:
+    """30 s of audio, zero-padded, with reflect padding of N_FFT // 2 at both ends, as
+    torch.stft(center=True): the window start sees its audio."""
     audio = np.zeros(CHUNK_SAMPLES + N_FFT, np.float32)
     audio[N_FFT // 2 : N_FFT // 2 + min(len(samples), CHUNK_SAMPLES)] = samples[:CHUNK_SAMPLES]
-    # Reflect padding at both ends, as torch.stft(center=True): the window start sees its audio.
     pad = N_FFT // 2
     audio[:pad] = audio[pad + 1 : 2 * pad + 1][::-1]
     audio[-pad:] = audio[-2 * pad - 1 : -pad - 1][::-1]
+    return audio
+
+
+def log_mel_batch(windows: list[np.ndarray], n_mels: int):
+    """Log-mel of several windows on the MLX device: (B, 3000 frames, n_mels) mx.array.
+
+    On a GPU this is ~100x faster than numpy on the host; on a CPU use `log_mel_window`
+    (MLX's CPU element-wise ops are slow).
+    """
+    from .backend import mx
+
+    audio = mx.array(np.stack([_padded(w) for w in windows]))
+    b = audio.shape[0]
+    frames = mx.as_strided(audio, (b, N_FRAMES, N_FFT), (CHUNK_SAMPLES + N_FFT, HOP_LENGTH, 1))
+    spectrum = mx.fft.rfft(frames * mx.array(_hann()), axis=-1)
+    power = mx.square(mx.abs(spectrum))
+    log_spec = mx.log10(mx.maximum(power @ mx.array(mel_filters(n_mels).T), 1e-10))
+    log_spec = mx.maximum(log_spec, log_spec.max(axis=(1, 2), keepdims=True) - 8.0)
+    return (log_spec + 4.0) / 4.0
+
+
+def log_mel_window(samples: np.ndarray, n_mels: int) -> np.ndarray:
+    """Log-mel of up to 30 s of 16 kHz audio, zero-padded to 30 s: (3000 frames, n_mels) float32."""
+    audio = _padded(samples)
     frames = np.lib.stride_tricks.sliding_window_view(audio, N_FFT)[::HOP_LENGTH][:N_FRAMES]
     spectrum = np.fft.rfft(frames * _hann(), axis=-1)
     power = spectrum.real**2 + spectrum.imag**2

@@ -126,7 +126,7 @@ class DecoderState:
         # Keys of the probed heads, gathered and transposed once per batch, not once per step.
         self.probe_keys = {
             layer: self.cross[layer][0][:, heads].swapaxes(-1, -2)
-            for layer, heads in (probe_layers or {}).items()
+            for layer, heads in sorted((probe_layers or {}).items())
         }
         mx.eval(self.cross, self.keys, self.values, self.probe_keys)
 
@@ -225,3 +225,62 @@ class Whisper(nn.Module):
     def embed_audio(self, mel: mx.array) -> mx.array:
         """mel (B, 3000, n_mels) in the model's dtype -> audio features (B, 1500, n_audio_state)."""
         return self.encoder(mel.astype(self.dtype))
+
+
+class CompiledStep:
+    """One decoding step (one token per row) as a compiled MLX graph.
+
+    Shapes are fixed: attention runs over the whole preallocated cache with a mask up to the
+    current position, and the new keys/values go in with `slice_update` at a position given as
+    an array, so one compilation serves every step of every batch of the same size. Fusing the
+    layer norms, GELUs and residual adds, and building the graph once instead of per step, is
+    what makes batched decoding fast on a GPU, where a step is a few hundred small kernels.
+    With `probe_layers`, the step also returns the alignment heads' scores (row max subtracted,
+    float16), computed inside the same graph.
+    """
+
+    def __init__(self, decoder: TextDecoder, probe_layers: dict | None = None):
+        self.decoder = decoder
+        self.probe = {layer: heads for layer, heads in sorted((probe_layers or {}).items())}
+        self._slot = {layer: j for j, layer in enumerate(self.probe)}  # layer -> probe_keys index
+        self.projection = decoder.output_projection()
+        self._fn = mx.compile(self._step)
+
+    def _step(self, tokens, offset, keys, values, cross, probe_keys):
+        d = self.decoder
+        x = d.token_embedding(tokens) + mx.take(d.positional_embedding, offset, axis=0)[None]
+        x = x.astype(cross[0][0].dtype)
+        mask = (mx.arange(d.n_ctx) <= offset)[None, None, None, :]
+        new_keys, new_values, scores = [], [], []
+        for i, block in enumerate(d.blocks):
+            sa = block.attn
+            h = block.attn_ln(x)
+            q, k, v = sa.heads(sa.query(h)), sa.heads(sa.key(h)), sa.heads(sa.value(h))
+            scale = q.shape[-1] ** -0.5
+            kc = mx.slice_update(keys[i], k, offset, axes=(2,))
+            vc = mx.slice_update(values[i], v, offset, axes=(2,))
+            new_keys.append(kc)
+            new_values.append(vc)
+            x = x + sa.merge(mx.fast.scaled_dot_product_attention(q, kc, vc, scale=scale, mask=mask))
+            ca = block.cross_attn
+            q = ca.heads(ca.query(block.cross_attn_ln(x)))
+            ck, cv = cross[i]
+            x = x + ca.merge(mx.fast.scaled_dot_product_attention(q, ck, cv, scale=scale))
+            if i in self.probe:
+                scores.append(((q[:, self.probe[i]] * scale) @ probe_keys[self._slot[i]])[:, :, 0, :])
+            x = x + block.mlp(x)
+        logits = (d.ln(x)[:, 0, :] @ self.projection).astype(mx.float32)
+        if scores:
+            s = mx.concatenate(scores, axis=1)
+            s = (s - s.max(axis=-1, keepdims=True)).astype(mx.float16)
+            return logits, new_keys, new_values, s
+        return logits, new_keys, new_values
+
+    def __call__(self, tokens: mx.array, state: DecoderState):
+        """Run one token per row (B, 1) at `state.offset`; -> (logits (B, V), scores or None)."""
+        probe_keys = [state.probe_keys[layer] for layer in self.probe] if self.probe else []
+        out = self._fn(tokens, mx.array(state.offset, dtype=mx.int32), state.keys, state.values,
+                       state.cross, probe_keys)
+        state.keys, state.values = out[1], out[2]
+        state.offset += 1
+        return out[0], (out[3] if self.probe else None)

@@ -161,6 +161,9 @@ def _base_dir() -> Path:
 
 def _resolve(name_or_path: str | os.PathLike | None) -> tuple[str, Path, str]:
     """-> (display name, path, kind) with kind in ct2, mlx, openai."""
+    if name_or_path is not None and not isinstance(name_or_path, (str, os.PathLike)):
+        raise ModelError(f"model {name_or_path!r} of type {type(name_or_path).__name__}: pass a "
+                         f"name or a path. Offline choices: {OFFLINE_CHOICES}.")
     if name_or_path is None or name_or_path == DEFAULT_MODEL:
         return DEFAULT_MODEL, _default_dir(), "ct2"
     if name_or_path == "base":

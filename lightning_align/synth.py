@@ -12,20 +12,22 @@ pauses and stop closures as exact digital zeros, so
 
 Times are computed on espeak's own 22 050 Hz sample grid (exact to 1/22 050 s) and kept in
 seconds; the audio is then resampled to 16 kHz with a zero-phase polyphase filter, which moves
-no boundary (its ringing reaches at most ~0.7 ms past a boundary).
+no boundary (its ringing stays within 0.5 ms of a boundary).
 
 Word truth is per input word token (whitespace-separated, surrounding punctuation removed).
 Numbers and symbols must be spelled out ("nineteen ninety", not "1990"): espeak-ng expands them
 into several spoken words whose reported text positions are unreliable, so a token with digits
 or symbols is rejected instead of being given a wrong boundary.
 
-Everything here is deterministic: espeak-ng's output depends only on text, voice and
-parameters (the built-in voices used here add no random breath noise), and all randomness
-(noise, the choices in `long_speech`) comes from `numpy.random.default_rng(seed)`.
+Everything here is deterministic. espeak-ng carries hidden state from one utterance to the
+next, so every utterance is spoken by a freshly loaded instance of the library (see below);
+its output then depends only on text, voice and parameters. All other randomness (noise, the
+choices in `long_speech`) comes from `numpy.random.default_rng(seed)`.
 """
 
 from __future__ import annotations
 
+import _ctypes
 import atexit
 import bisect
 import ctypes
@@ -35,7 +37,6 @@ import math
 import os
 import re
 import shutil
-import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import soundfile as sf
 from scipy.signal import lfilter, resample_poly
 
 from .errors import LightningAlignError
@@ -56,6 +58,7 @@ __all__ = [
     "SynthesisInputError",
     "WordTruth",
     "concatenate",
+    "espeak_version",
     "long_speech",
     "synthesize",
     "write_sample",
@@ -113,6 +116,14 @@ class Speech:
 # --------------------------------------------------------------------------------------------
 # espeak-ng through ctypes
 # --------------------------------------------------------------------------------------------
+#
+# espeak-ng keeps synthesis state in static variables that no API resets: the position in its
+# pitch-flutter table, a cycle counter behind voice roughness, clause-level pause and
+# intonation bookkeeping. Through them one utterance changes the samples (and even the pause
+# lengths) of the next, so output would depend on everything spoken before in the process.
+# Each utterance is therefore synthesised by a freshly loaded instance of the library, which
+# is unloaded afterwards: about 25 ms per utterance, for output that depends only on the call.
+
 
 # Layout of espeak_EVENT from speak_lib.h (API revision 12).
 class _EventId(ctypes.Union):
@@ -136,6 +147,7 @@ class _Event(ctypes.Structure):
     ]
 
 
+# Layout of espeak_VOICE from speak_lib.h.
 class _Voice(ctypes.Structure):
     _fields_ = [
         ("name", ctypes.c_char_p),
@@ -162,12 +174,20 @@ _INITIALIZE_PHONEME_EVENTS = 0x0001
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _EE_OK = 0
-# Below espeak-ng's default of 100: at 100 loud vowels overflow 16 bits, and the automatic
-# gain control that then kicks in keeps its reduced gain (a static variable) into the next
-# utterance, which would make output depend on what was spoken before.
+_EE_NOT_FOUND = 2
+# Below espeak-ng's default of 100: at 100 loud vowels overflow 16 bits and espeak-ng's
+# automatic gain control squashes them; this also leaves headroom for added noise.
 _VOLUME = 60
 _P_RATE, _P_VOLUME, _P_PITCH, _P_RANGE, _P_PUNCTUATION, _P_CAPITALS, _P_WORDGAP = (
     1, 2, 3, 4, 5, 6, 7,
+)
+_LIBRARY_NAMES = (
+    "libespeak-ng.so.1",
+    "libespeak-ng.so",
+    "libespeak-ng.1.dylib",
+    "libespeak-ng.dylib",
+    "/opt/homebrew/lib/libespeak-ng.dylib",
+    "/usr/local/lib/libespeak-ng.dylib",
 )
 
 
@@ -180,57 +200,187 @@ class _Raw:
     pauses: list[int]  # samples of pause phonemes ("_", "_:", "_!" ...)
 
 
-class _Engine:
-    """The process-wide espeak-ng instance. espeak-ng keeps global state and is not
-    re-entrant, so every use goes through `_LOCK`."""
+def _declare(lib: ctypes.CDLL) -> None:
+    lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    lib.espeak_Initialize.restype = ctypes.c_int
+    lib.espeak_SetSynthCallback.argtypes = [_CALLBACK]
+    lib.espeak_SetSynthCallback.restype = None
+    lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+    lib.espeak_SetVoiceByName.restype = ctypes.c_int
+    lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    lib.espeak_SetParameter.restype = ctypes.c_int
+    lib.espeak_Synth.argtypes = [
+        ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+        ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
+    ]
+    lib.espeak_Synth.restype = ctypes.c_int
+    lib.espeak_Synchronize.argtypes = []
+    lib.espeak_Synchronize.restype = ctypes.c_int
+    lib.espeak_Terminate.argtypes = []
+    lib.espeak_Terminate.restype = ctypes.c_int
+    lib.espeak_ListVoices.argtypes = [ctypes.c_void_p]
+    lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
+    lib.espeak_Info.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
+    lib.espeak_Info.restype = ctypes.c_char_p
+
+
+def _mapped_espeak() -> list[str]:
+    """Paths of libespeak-ng files mapped into this process (Linux; [] elsewhere)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            fields = [line.split(None, 5) for line in maps if "libespeak-ng" in line]
+    except OSError:
+        return []
+    return sorted({f[5].strip() for f in fields if len(f) == 6})
+
+
+def _already_loaded(name: str) -> bool:
+    """Whether `name` is loaded in this process already (cheap: dlopen with RTLD_NOLOAD)."""
+    if not hasattr(os, "RTLD_NOLOAD"):
+        return False
+    try:
+        probe = ctypes.CDLL(name, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    except OSError:
+        return False
+    _dlclose(probe._handle)
+    return True
+
+
+def _dlclose(handle: int) -> None:
+    if hasattr(_ctypes, "dlclose"):
+        _ctypes.dlclose(handle)
+    elif hasattr(_ctypes, "FreeLibrary"):  # Windows
+        _ctypes.FreeLibrary(handle)
+
+
+class _Library:
+    """Finds libespeak-ng and hands out fresh, initialised instances of it."""
 
     def __init__(self) -> None:
-        self.lib = _load_library()
-        lib = self.lib
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_Initialize.restype = ctypes.c_int
-        lib.espeak_SetSynthCallback.argtypes = [_CALLBACK]
-        lib.espeak_SetSynthCallback.restype = None
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetVoiceByName.restype = ctypes.c_int
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_SetParameter.restype = ctypes.c_int
-        lib.espeak_Synth.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-            ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
-        ]
-        lib.espeak_Synth.restype = ctypes.c_int
-        lib.espeak_Synchronize.argtypes = []
-        lib.espeak_Synchronize.restype = ctypes.c_int
-        lib.espeak_SetVoiceByFile.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetVoiceByFile.restype = ctypes.c_int
-        lib.espeak_ListVoices.argtypes = [ctypes.c_void_p]
-        lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
-        lib.espeak_Info.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
-        lib.espeak_Info.restype = ctypes.c_char_p
-        self._voice_files: dict[str, str] = {}
-        self._dir: str | None = None
+        self._name: str | None = None
+        self._private: str | None = None
+        self._voices: dict[str, str] | None = None
+        self._variants = ""  # espeak-ng's directory of voice variants
 
+    def _locate(self) -> str:
+        names = list(_LIBRARY_NAMES)
+        found = ctypes.util.find_library("espeak-ng")
+        if found:
+            names.append(found)
+        for name in names:
+            try:
+                probe = ctypes.CDLL(name)
+            except OSError:
+                continue
+            _dlclose(probe._handle)
+            return name
+        raise SynthesisError(
+            f"the espeak-ng shared library (libespeak-ng) was not found; {_INSTALL_HINT}"
+        )
+
+    def _fresh_path(self) -> str:
+        if self._private is not None:
+            return self._private
+        if self._name is None:
+            self._name = self._locate()
+        if not _already_loaded(self._name):
+            return self._name
+        mapped = _mapped_espeak()
+        if not mapped:
+            return self._name  # cannot find the file to copy; output may then depend on history
+        # Something else in this process holds libespeak-ng, so unloading ours would not
+        # reset it. A copy under another path is a separate library to the dynamic loader.
+        directory = tempfile.mkdtemp(prefix="lightning_align_espeak_")
+        owner = os.getpid()
+        atexit.register(
+            lambda: os.getpid() == owner and shutil.rmtree(directory, ignore_errors=True)
+        )
+        self._private = os.path.join(directory, "libespeak-ng.so")
+        shutil.copyfile(mapped[0], self._private)
+        return self._private
+
+    def open(self) -> ctypes.CDLL:
+        lib = ctypes.CDLL(self._fresh_path())
+        _declare(lib)
         # Long buffers: fewer Python callbacks; the events carry exact sample numbers anyway.
         rate = lib.espeak_Initialize(
             _AUDIO_OUTPUT_SYNCHRONOUS, 1000, None, _INITIALIZE_PHONEME_EVENTS
         )
         if rate != ESPEAK_RATE:
+            self.close(lib)
             raise SynthesisError(
                 f"espeak-ng failed to initialise (espeak_Initialize returned {rate}, "
                 f"expected the sample rate {ESPEAK_RATE}); its data files may be missing: "
                 f"{_INSTALL_HINT}"
             )
-        data_path = ctypes.c_char_p()
-        lib.espeak_Info(ctypes.byref(data_path))
-        self.data_path = (data_path.value or b"").decode()
-        self._chunks: list[bytes] = []
-        self._words: list[tuple[int, int, int]] = []
-        self._pauses: list[int] = []
-        self._error: BaseException | None = None
-        # Held on self: ctypes does not keep the thunk alive, and espeak would call freed code.
-        self._callback = _CALLBACK(self._on_synth)
-        lib.espeak_SetSynthCallback(self._callback)
+        return lib
+
+    @staticmethod
+    def close(lib: ctypes.CDLL) -> None:
+        lib.espeak_Terminate()
+        _dlclose(lib._handle)
+
+    def voice_name(self, lib: ctypes.CDLL, voice: str) -> str | None:
+        """The name espeak_SetVoiceByName accepts for `voice`, or None if there is none.
+
+        That function matches voice file names only ("en" is British English there); users
+        write language tags such as "en-gb", as the espeak-ng command line accepts, so those
+        map to the file of the language's preferred voice. A "+variant" suffix is kept."""
+        if self._voices is None:
+            self._voices = _voice_table(lib)
+            data = ctypes.c_char_p()
+            lib.espeak_Info(ctypes.byref(data))
+            self._variants = os.path.join((data.value or b"").decode(), "voices", "!v")
+        base, plus, variant = voice.partition("+")
+        identifier = self._voices.get(base.lower())
+        if identifier is None:
+            return None
+        # espeak-ng ignores an unknown variant silently; a typo should not pass unnoticed.
+        if variant and os.path.isdir(self._variants) and not os.path.isfile(
+            os.path.join(self._variants, variant)
+        ):
+            return None
+        return identifier + plus + variant
+
+
+def _voice_table(lib: ctypes.CDLL) -> dict[str, str]:
+    """Lower-case voice file name, file path or language tag -> voice identifier
+    ("gmw/en-US"). mbrola voices are left out: they need separate packages."""
+    by_language: dict[str, tuple[int, str]] = {}
+    by_file: dict[str, str] = {}
+    table = lib.espeak_ListVoices(None)
+    i = 0
+    while table[i]:
+        voice = table[i].contents
+        i += 1
+        identifier = (voice.identifier or b"").decode()
+        if not identifier or identifier.startswith("mb/"):
+            continue
+        by_file[identifier.lower()] = identifier
+        by_file.setdefault(identifier.rsplit("/", 1)[-1].lower(), identifier)
+        at = voice.languages
+        while at:
+            priority = ctypes.c_ubyte.from_address(at).value
+            if priority == 0:
+                break
+            language = ctypes.string_at(at + 1).decode().lower()
+            at += 2 + len(language)
+            if language not in by_language or priority < by_language[language][0]:
+                by_language[language] = (priority, identifier)
+    result = {language: ident for language, (_, ident) in by_language.items()}
+    result.update(by_file)
+    return result
+
+
+class _Collector:
+    """The synthesis callback: gathers audio and word and pause events."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.words: list[tuple[int, int, int]] = []
+        self.pauses: list[int] = []
+        self.error: BaseException | None = None
+        self.callback = _CALLBACK(self._on_synth)
 
     def _on_synth(self, wav, n_samples, events) -> int:
         try:
@@ -242,184 +392,87 @@ class _Engine:
                     break
                 if kind == _EV_WORD:
                     # text_position counts characters (not UTF-8 bytes), from 1.
-                    self._words.append((event.text_position - 1, event.length, event.sample))
+                    self.words.append((event.text_position - 1, event.length, event.sample))
                 elif kind == _EV_PHONEME and event.id.string[:1] == b"_":
-                    self._pauses.append(event.sample)
+                    self.pauses.append(event.sample)
                 i += 1
             if wav and n_samples > 0:
-                self._chunks.append(ctypes.string_at(wav, 2 * n_samples))
+                self.chunks.append(ctypes.string_at(wav, 2 * n_samples))
             return 0
         except BaseException as exc:  # an exception must not unwind through C
-            self._error = exc
+            self.error = exc
             return 1
 
-    def _voice_table(self) -> tuple[dict[str, str], dict[str, str]]:
-        """(file name -> identifier, language tag -> identifier of its preferred voice),
-        keys lower case, mbrola voices left out (they need separate packages)."""
-        by_file: dict[str, str] = {}
-        best: dict[str, tuple[int, str]] = {}
-        table = self.lib.espeak_ListVoices(None)
-        i = 0
-        while table[i]:
-            voice = table[i].contents
-            i += 1
-            identifier = (voice.identifier or b"").decode()
-            if not identifier or identifier.startswith("mb/"):
-                continue
-            by_file[identifier.lower()] = identifier
-            by_file.setdefault(identifier.rsplit("/", 1)[-1].lower(), identifier)
-            at = voice.languages
-            while at:
-                priority = ctypes.c_ubyte.from_address(at).value
-                if priority == 0:
-                    break
-                language = ctypes.string_at(at + 1).decode().lower()
-                at += 2 + len(language)
-                if language not in best or priority < best[language][0]:
-                    best[language] = (priority, identifier)
-        return by_file, {language: ident for language, (_, ident) in best.items()}
 
-    def _voice_file(self, voice: str) -> str:
-        """Path of a voice file for `voice` ("en-us", "en-gb", "en-us+f1"): the espeak-ng
-        language file plus the variant's settings plus "flutter 0".
-
-        Why a file: espeak-ng adds pitch flutter from a table position kept in a static
-        variable that carries over from one utterance to the next and that no API resets,
-        so the same call would give different samples depending on what was spoken before.
-        With flutter off (a fraction of a hertz of pitch wobble lost) output depends only
-        on the call. Variants are folded in because a file voice cannot take one after
-        "+" without it resetting the flutter."""
-        if voice in self._voice_files:
-            return self._voice_files[voice]
-        base, _, variant = voice.partition("+")
-        by_file, by_language = self._voice_table()
-        identifier = by_file.get(base.lower()) or by_language.get(base.lower())
-        if identifier is None:
-            raise SynthesisInputError(
-                f"espeak-ng has no voice {voice!r}; list them with `espeak-ng --voices=en` "
-                "(a variant is added as 'en-us+f1')"
-            )
-        data = Path(self.data_path)
-        base_file = next(
-            (f for f in (data / "lang" / identifier, data / "voices" / identifier) if f.is_file()),
-            None,
-        )
-        if base_file is None:
-            raise SynthesisError(f"espeak-ng voice file {identifier!r} is missing under {data}")
-        lines = base_file.read_bytes().splitlines()
-        if variant:
-            variants = data / "voices" / "!v"
-            variant_file = variants / variant
-            if variant_file.parent != variants or not variant_file.is_file():
-                raise SynthesisInputError(
-                    f"espeak-ng has no voice variant {variant!r} (in {voice!r}); the "
-                    f"variants are the files in {variants}"
-                )
-            # A variant normally resets the voice quality before applying its own, so the
-            # language file's quality settings are dropped, as espeak-ng does.
-            lines = [ln for ln in lines if _key(ln) not in _TONE_KEYS]
-            lines += [ln for ln in variant_file.read_bytes().splitlines()
-                      if _key(ln) not in (b"name", b"language")]
-        lines += [b"flutter 0", b"roughness 8"]
-        if self._dir is None:
-            self._dir = _short_temp_dir()
-        path = os.path.join(self._dir, f"v{len(self._voice_files)}")
-        with open(path, "wb") as f:
-            f.write(b"\n".join(lines) + b"\n")
-        self._voice_files[voice] = path
-        return path
-
-    def synth(self, text: str, voice: str, rate_wpm: int, pitch: int, word_gap: int) -> _Raw:
-        lib = self.lib
-        status = lib.espeak_SetVoiceByFile(self._voice_file(voice).encode())
-        if status != _EE_OK:
-            raise SynthesisError(f"espeak-ng could not load voice {voice!r} (error {status})")
-        # Every parameter is set on every call so that no earlier call leaks into this one.
-        for parameter, value in (
-            (_P_RATE, rate_wpm),
-            (_P_VOLUME, _VOLUME),
-            (_P_PITCH, pitch),
-            (_P_RANGE, 50),
-            (_P_PUNCTUATION, 0),
-            (_P_CAPITALS, 0),
-            (_P_WORDGAP, word_gap),
-        ):
-            lib.espeak_SetParameter(parameter, value, 0)
-        self._chunks, self._words, self._pauses, self._error = [], [], [], None
-        data = text.encode("utf-8") + b"\0"
-        status = lib.espeak_Synth(
-            data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
-        )
-        lib.espeak_Synchronize()
-        if self._error is not None:
-            raise SynthesisError(f"espeak-ng callback failed: {self._error!r}") from self._error
-        if status != _EE_OK:
-            raise SynthesisError(f"espeak_Synth failed with error {status} for text {text!r}")
-        samples = np.frombuffer(b"".join(self._chunks), dtype=np.int16)
-        raw = _Raw(samples, self._words, self._pauses)
-        self._chunks, self._words, self._pauses = [], [], []
-        return raw
+def _seed_libc_rand() -> None:
+    """Breath noise (variants f2, f3, f5, whisper, ...) and the Klatt voices draw from the C
+    library's rand(), whose state is process-wide; seeding it makes them repeatable too."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.srand.argtypes = [ctypes.c_uint]
+        libc.srand(1)
+    except (OSError, AttributeError, TypeError):
+        pass  # no libc symbols to seed (e.g. Windows): such voices are not repeatable
 
 
-# Voice-quality keys that loading a variant resets to their defaults (VoiceReset(tone_only)).
-_TONE_KEYS = frozenset(
-    b"pitch formant echo flutter roughness voicing consonants breath breathw tone speed".split()
-)
+_LOCK = threading.Lock()  # espeak-ng is not re-entrant, and loading it is process-wide
+_LIBRARY = _Library()
 
 
-def _key(line: bytes) -> bytes:
-    words = line.split()
-    return words[0].lower() if words else b""
-
-
-def _short_temp_dir() -> str:
-    """A private directory for voice files. espeak-ng lower-cases a voice file path and keeps
-    at most 59 bytes of it, so the path must be short and lower case."""
-    for parent in (tempfile.gettempdir(), "/tmp", "/var/tmp"):
-        if parent == parent.lower() and len(parent) < 30 and os.path.isdir(parent):
-            path = tempfile.mkdtemp(prefix="la_espeak_", dir=parent)
-            owner = os.getpid()
-            # Forked children share the directory; only the creator removes it.
-            atexit.register(
-                lambda: os.getpid() == owner and shutil.rmtree(path, ignore_errors=True)
-            )
-            return path
-    raise SynthesisError(
-        "no short lower-case temporary directory for espeak-ng voice files "
-        f"(tried {tempfile.gettempdir()!r}, /tmp, /var/tmp); set TMPDIR to one such as /tmp"
-    )
-
-
-def _load_library() -> ctypes.CDLL:
-    names = ["libespeak-ng.so.1", "libespeak-ng.so"]
-    if sys.platform == "darwin":
-        names += [
-            "libespeak-ng.1.dylib",
-            "libespeak-ng.dylib",
-            "/opt/homebrew/lib/libespeak-ng.dylib",
-            "/usr/local/lib/libespeak-ng.dylib",
-        ]
-    found = ctypes.util.find_library("espeak-ng")
-    if found:
-        names.append(found)
-    for name in names:
+def espeak_version() -> str:
+    """Version of the espeak-ng library in use, e.g. "1.51". Output (and so word truth)
+    can differ between versions; record it next to any stored synthetic audio."""
+    with _LOCK:
+        lib = _LIBRARY.open()
         try:
-            return ctypes.CDLL(name)
-        except OSError:
-            continue
-    raise SynthesisError(f"the espeak-ng shared library (libespeak-ng) was not found; {_INSTALL_HINT}")
-
-
-_LOCK = threading.Lock()
-_ENGINE: _Engine | None = None
+            return (lib.espeak_Info(None) or b"").decode()
+        finally:
+            _LIBRARY.close(lib)
 
 
 def _synth_raw(text: str, voice: str, rate_wpm: int, pitch: int, word_gap: int) -> _Raw:
-    global _ENGINE
     with _LOCK:
-        if _ENGINE is None:
-            _ENGINE = _Engine()
-        return _ENGINE.synth(text, voice, rate_wpm, pitch, word_gap)
+        lib = _LIBRARY.open()
+        try:
+            name = _LIBRARY.voice_name(lib, voice)
+            status = _EE_NOT_FOUND if name is None else lib.espeak_SetVoiceByName(name.encode())
+            if status == _EE_NOT_FOUND:
+                raise SynthesisInputError(
+                    f"espeak-ng has no voice {voice!r}; list voices with "
+                    "`espeak-ng --voices=en` and variants with `espeak-ng --voices=variant` "
+                    "(a variant is added as 'en-us+f1')"
+                )
+            if status != _EE_OK:
+                raise SynthesisError(f"espeak-ng could not load voice {voice!r} (error {status})")
+            for parameter, value in (
+                (_P_RATE, rate_wpm),
+                (_P_VOLUME, _VOLUME),
+                (_P_PITCH, pitch),
+                (_P_RANGE, 50),
+                (_P_PUNCTUATION, 0),
+                (_P_CAPITALS, 0),
+                (_P_WORDGAP, word_gap),
+            ):
+                lib.espeak_SetParameter(parameter, value, 0)
+            collector = _Collector()
+            lib.espeak_SetSynthCallback(collector.callback)
+            _seed_libc_rand()
+            data = text.encode("utf-8") + b"\0"
+            status = lib.espeak_Synth(
+                data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
+            )
+            lib.espeak_Synchronize()
+        finally:
+            _LIBRARY.close(lib)
+    if collector.error is not None:
+        raise SynthesisError(f"espeak-ng callback failed: {collector.error!r}") from collector.error
+    if status != _EE_OK:
+        raise SynthesisError(f"espeak_Synth failed with error {status} for text {text!r}")
+    return _Raw(
+        np.frombuffer(b"".join(collector.chunks), dtype=np.int16),
+        collector.words,
+        collector.pauses,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -460,7 +513,7 @@ def _espeak_text(tokens: list[_Token], text: str) -> tuple[str, list[_Token]]:
     espeak-ng's dictionary joins common word pairs ("in the", "there were", "for a") into
     one pronunciation with a single word event, which would leave the second word without a
     boundary. A zero-width space between the words stops that lookup and is not spoken;
-    the phonemes of the unjoined words are otherwise the ones espeak-ng uses anyway."""
+    such pairs are then pronounced word by word, like any pair not in espeak-ng's list."""
     pieces: list[str] = []
     shifted: list[_Token] = []
     length = 0
@@ -534,7 +587,7 @@ def _check_range(name: str, value: float, lo: float, hi: float) -> None:
 
 
 # J. O. Smith's 3-pole/3-zero pink filter: 1/f power within about 0.3 dB over three and a
-# half decades. Chosen over FFT shaping, which needs minutes and gigabytes for an hour of audio.
+# half decades. Cheaper than FFT shaping, which needs over a gigabyte for an hour of audio.
 _PINK_B = (0.049922035, -0.095993537, 0.050612699, -0.004408786)
 _PINK_A = (1.0, -2.494956002, 2.017265875, -0.522189400)
 _PINK_WARMUP = 4096  # samples dropped while the filter's slowest pole settles
@@ -580,7 +633,10 @@ def synthesize(
     Args:
         text: plain English words; numbers and symbols spelled out in letters. Punctuation
             shapes the prosody (pauses at commas and full stops) and is not spoken.
-        voice: espeak-ng voice name, optionally with a variant ("en-us", "en-gb", "en-us+f1").
+        voice: espeak-ng voice or language, optionally with a variant ("en-us", "en-gb",
+            "en-us+f1"). Variants with echo or breath noise (f2-f5, m2, whisper, ...) fill
+            pauses with sound, so their word starts stay at espeak-ng's word events (a
+            word-initial stop then starts at its silent closure); `DEFAULT_VOICES` avoids them.
         rate_wpm: speaking rate in words per minute, 80 to 450.
         pitch: espeak-ng base pitch, 0 to 100.
         word_gap_ms: extra silence between words in milliseconds (espeak-ng's nominal value,
@@ -778,22 +834,23 @@ def long_speech(
 
 SAMPLE_TEXT = (
     "The old lighthouse keeper climbed the narrow stairs every evening before sunset. "
-    "He polished the great lamp, wound the clock, and watched the fishing boats return "
-    "to the harbor. Nobody remembered a night when the light had failed."
+    "He polished the great lamp and watched the fishing boats return to the harbor. "
+    "Nobody remembered a night when the light had failed."
 )
 
 
 def write_sample(path_wav: str | Path, path_json: str | Path) -> Speech:
     """Write the bundled sample clip: `SAMPLE_TEXT` in voice en-us as 16 kHz mono PCM16 WAV,
     and a JSON file with its text and true word boundaries (seconds)."""
-    import soundfile as sf
-
     speech = synthesize(SAMPLE_TEXT, voice="en-us", lead_in_s=0.3, tail_s=0.4)
     sf.write(str(path_wav), speech.audio, speech.sample_rate, subtype="PCM_16")
     record = {
         "text": speech.text,
+        "espeak_ng_version": espeak_version(),
         "voice": "en-us",
         "rate_wpm": 175,
+        "lead_in_s": 0.3,
+        "tail_s": 0.4,
         "sample_rate": speech.sample_rate,
         "duration": speech.duration,
         "words": [{"word": w.word, "start": w.start, "end": w.end} for w in speech.words],

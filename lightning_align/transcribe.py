@@ -11,8 +11,9 @@ from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .backend import gpu_available, mx
 from .cache import AttentionCache
 from .capture import CAPTURE_MARGIN_S, CapturedAttention, log_normalizers
+from .errors import DecodingError
 from .decoding import DecodingOptions, WindowResult, decode_with_fallback, prompt_tokens
-from .mel import CHUNK_SAMPLES, TOKENS_PER_SECOND, log_mel_window
+from .mel import CHUNK_SAMPLES, TOKENS_PER_SECOND, log_mel_batch, log_mel_window
 from .models import WhisperModel, load_model
 from .transcript import Segment, SegmentSource, Transcript, TranscriptContext
 from .windows import Window, is_silent, plan_windows
@@ -60,7 +61,22 @@ def transcribe(
     later needs no second pass; `word_timestamps=True` aligns every segment at once. Segment
     times are in seconds. `cache` bounds the captured attention (default: 512 MiB).
     """
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise DecodingError(f"batch_size={batch_size!r}: give a whole number of windows >= 1, "
+                            "or None for the default.")
     wm = model if isinstance(model, WhisperModel) else load_model(model)
+    if language is not None and wm.is_multilingual:
+        from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
+
+        code = TO_LANGUAGE_CODE.get(str(language).lower(), str(language).lower())
+        if code not in LANGUAGES:
+            raise DecodingError(f"language {language!r} is not one Whisper knows; use a code such "
+                                "as 'en', 'de', 'ja', or a name such as 'german'.")
+        language = code
+    elif language not in (None, "en", "english", "English") and not wm.is_multilingual:
+        raise DecodingError(f"language {language!r}: {wm.name} is an English-only model; load a "
+                            "multilingual model (e.g. 'base') for other languages.")
     samples = load_audio(audio, name=name)
     temps = (temperature,) if isinstance(temperature, (int, float)) else tuple(temperature)
     options = DecodingOptions(
@@ -89,9 +105,13 @@ def transcribe(
 
 
 def _encode(wm: WhisperModel, samples: np.ndarray, windows: list[Window]) -> mx.array:
-    mels = np.stack([log_mel_window(samples[w.start : w.end], wm.dims.n_mels) for w in windows])
+    pieces = [samples[w.start : w.end] for w in windows]
+    if gpu_available():
+        mels = log_mel_batch(pieces, wm.dims.n_mels)
+    else:
+        mels = mx.array(np.stack([log_mel_window(p, wm.dims.n_mels) for p in pieces]))
     with wm.lock:
-        features = wm.model.embed_audio(mx.array(mels))
+        features = wm.model.embed_audio(mels)
         mx.eval(features)
     return features
 

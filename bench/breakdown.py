@@ -1,0 +1,79 @@
+"""Where the time of one `transcribe` goes: mel, encoder, decoding, segments, alignment.
+
+    python -m bench.breakdown AUDIO.npy [--batch-size B] [--tile N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import systems
+from .throughput import load_samples
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("audio")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--tile", type=int, default=1)
+    args = p.parse_args(argv)
+
+    import importlib
+
+    import lightning_align as la
+
+    align_mod = importlib.import_module("lightning_align.align")
+    decoding = importlib.import_module("lightning_align.decoding")
+    tr = importlib.import_module("lightning_align.transcribe")
+
+    samples = load_samples(args.audio, args.tile)
+    wm = la.load_model(str(systems.ct2_dir()))
+    totals: dict[str, float] = {}
+
+    @contextmanager
+    def timed(name):
+        t = time.perf_counter()
+        yield
+        totals[name] = totals.get(name, 0.0) + time.perf_counter() - t
+
+    def wrap(module, attr, name):
+        original = getattr(module, attr)
+
+        def wrapper(*a, **k):
+            with timed(name):
+                return original(*a, **k)
+        setattr(module, attr, wrapper)
+
+    wrap(tr, "log_mel_window", "mel")
+    wrap(tr, "decode_with_fallback", "decode")
+    wrap(tr, "window_segments", "segments+capture finalize")
+    wrap(decoding, "select_tokens", "token selection (host)")
+    wrap(align_mod, "_solve", "align: matrix+dtw+words")
+    wrap(align_mod, "_gather_attention", "align: cache lookups")
+    original_encode = tr._encode
+
+    def encode(wm_, samples_, windows):
+        with timed("mel+encoder"):
+            return original_encode(wm_, samples_, windows)
+    tr._encode = encode
+
+    for words in (False, True):
+        la.transcribe(samples, model=wm, batch_size=args.batch_size, word_timestamps=words)
+        totals.clear()
+        t = time.perf_counter()
+        result = la.transcribe(samples, model=wm, batch_size=args.batch_size, word_timestamps=words,
+                               keep_attention=words)
+        wall = time.perf_counter() - t
+        print(json.dumps({"words": words, "wall_s": round(wall, 4), "audio_s": len(samples) / 16000,
+                          "segments": len(result["segments"]),
+                          **{k: round(v, 4) for k, v in totals.items()}}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

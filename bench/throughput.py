@@ -1,0 +1,125 @@
+"""Throughput of lightning-align and its peers, side by side, as JSON lines.
+
+    python -m bench.throughput AUDIO.(wav|npy) [--systems ...] [--repeat N] [--out FILE]
+
+Runs each system on the same samples after one warm-up run, and prints one JSON object per
+measurement: system, audio seconds, wall seconds, realtime factor, words, batch size, machine.
+Works on CPU here and on the GPU machine (MLX CUDA build, PyTorch CUDA for openai-whisper).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import systems
+
+
+def load_samples(path: str, tile: int = 1) -> np.ndarray:
+    if path.endswith(".npy"):
+        samples = np.load(path)
+        if samples.dtype == np.int16:
+            samples = samples.astype(np.float32) / 32768.0
+    else:
+        from lightning_align import load_audio
+
+        samples = load_audio(path)
+    return np.tile(samples, tile) if tile > 1 else samples
+
+
+def machine() -> dict:
+    import mlx.core as mx
+
+    from lightning_align.backend import BLAS_LIBRARY, gpu_available
+
+    info = {"python": platform.python_version(), "mlx": mx.__version__,
+            "device": "gpu" if gpu_available() else "cpu", "cpu": platform.processor() or platform.machine(),
+            "blas": BLAS_LIBRARY}
+    try:
+        import subprocess
+
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        if gpu:
+            info["gpu"] = gpu
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("audio")
+    p.add_argument("--tile", type=int, default=1, help="repeat the audio N times")
+    p.add_argument("--systems", default="lightning,lightning+words,mlx-whisper,mlx-whisper+words")
+    p.add_argument("--batch-sizes", default="", help="comma-separated, for lightning (default: auto)")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+
+    import lightning_align as la
+
+    samples = load_samples(args.audio, args.tile)
+    audio_s = len(samples) / 16000
+    wm = la.load_model(str(systems.ct2_dir()))
+    gpu = la.backend.gpu_available()
+    info = machine()
+    out = open(args.out, "a") if args.out else None
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b] or [None]
+
+    def runners():
+        for name in args.systems.split(","):
+            if name.startswith("lightning"):
+                for b in batch_sizes:
+                    if name == "lightning":
+                        yield name, b, lambda b=b: systems.lightning(samples, model=wm, batch_size=b)
+                    elif name == "lightning+capture":
+                        yield name, b, lambda b=b: systems.lightning(samples, model=wm, batch_size=b, keep_attention=True)
+                    elif name == "lightning+words":
+                        yield name, b, lambda b=b: systems.lightning(samples, model=wm, batch_size=b, words=True)
+                    elif name.startswith("lightning+lazy"):
+                        frac = float(name.split("lazy")[1]) / 100
+                        yield name, b, lambda b=b, f=frac: sum_runs(systems.lightning_lazy(samples, model=wm, fraction=f, batch_size=b))
+            elif name == "mlx-whisper":
+                yield name, None, lambda: systems.mlx_whisper(samples, fp16=gpu)
+            elif name == "mlx-whisper+words":
+                yield name, None, lambda: systems.mlx_whisper(samples, words=True, fp16=gpu)
+            elif name == "faster-whisper":
+                yield name, None, lambda: systems.faster_whisper(samples)
+            elif name == "faster-whisper+words":
+                yield name, None, lambda: systems.faster_whisper(samples, words=True)
+            elif name == "openai-whisper":
+                yield name, None, lambda: systems.openai_whisper(samples, device="cuda" if gpu else "cpu")
+            elif name == "openai-whisper+words":
+                yield name, None, lambda: systems.openai_whisper(samples, words=True, device="cuda" if gpu else "cpu")
+            else:
+                raise SystemExit(f"unknown system {name}")
+
+    for name, batch, run in runners():
+        run()  # warm-up: compilation, caches, first-call costs
+        for _ in range(args.repeat):
+            r = run()
+            row = {"system": name, "batch_size": batch, "audio_s": round(audio_s, 2),
+                   "wall_s": round(r.wall_s, 4), "rtf": round(audio_s / r.wall_s, 2),
+                   "segments": len(r.segments), "words": r.words, "time": time.time(), **info}
+            line = json.dumps(row)
+            print(line, flush=True)
+            if out:
+                out.write(line + "\n")
+                out.flush()
+    return 0
+
+
+def sum_runs(pair):
+    first, second = pair
+    return systems.Run(first.wall_s + second.wall_s, second.segments, second.words)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The `transcribe` command in batch use: one bad file costs only itself."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lightning_align.cli import main, output_stems
+
+from .test_errors import write_speech_files
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("cli")
+    files = write_speech_files(d)
+    (d / "notes.txt").write_text("not audio\n" * 20)
+    data = files["wav"].read_bytes()
+    (d / "cut.wav").write_bytes(data[: len(data) // 2])
+    return {"good": files["wav"], "good_mp3": files["mp3"], "text": d / "notes.txt",
+            "cut": d / "cut.wav", "missing": d / "missing.wav"}
+
+
+def failed_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("FAILED")]
+
+
+def test_bad_files_fail_alone(inputs, tmp_path, capsys, model):
+    order = ["text", "good", "missing", "cut", "good_mp3"]
+    rc = main(["transcribe", *(str(inputs[k]) for k in order), "-o", str(tmp_path),
+               "-f", "json,srt", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    failed = failed_lines(err)
+    assert len(failed) == 3, err
+    for key, fragment in (("text", "not readable as audio"), ("missing", "no such file"),
+                          ("cut", "truncated")):
+        assert any(str(inputs[key]) in line and fragment in line for line in failed), err
+    assert "3 of 5 file(s) failed" in err
+    assert "Traceback" not in err
+    # both good files are written, under distinct names although both are called "speech"
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["speech-2.json", "speech-2.srt", "speech.json", "speech.srt"]
+    for name in ("speech.json", "speech-2.json"):
+        result = json.loads((tmp_path / name).read_text())
+        assert result["segments"] and all(s["words"] for s in result["segments"])
+
+
+def test_all_good_exits_zero(inputs, tmp_path, capsys, model):
+    assert main(["transcribe", str(inputs["good"]), "-o", str(tmp_path), "-f", "txt", "-q",
+                 "--no-word-timestamps"]) == 0
+    assert "lazy dog" in (tmp_path / "speech.txt").read_text().lower()
+    assert failed_lines(capsys.readouterr().err) == []
+
+
+def test_unwritable_output_dir_fails_each_file(inputs, tmp_path, capsys, model):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the output directory should be")
+    rc = main(["transcribe", str(inputs["good"]), "-o", str(blocker / "out"), "-f", "txt", "-q",
+               "--no-word-timestamps"])
+    err = capsys.readouterr().err
+    assert rc == 1 and len(failed_lines(err)) == 1 and "cannot write outputs" in err, err
+
+
+def test_bad_model_exits_two(inputs, tmp_path, capsys):
+    rc = main(["transcribe", str(inputs["good"]), "--model", str(tmp_path / "nomodel"), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "nomodel" in err and "Offline choices" in err
+
+
+def test_output_stems_never_collide():
+    paths = ["a/talk.wav", "b/talk.mp3", "talk-2.wav", "c/talk.flac", "talk.wav"]
+    stems = output_stems(paths)
+    assert stems[0] == "talk" and len(set(stems)) == len(stems)
+
+
+def test_subprocess(inputs, tmp_path):
+    """The installed entry point, in its own process: exit status and stderr as a shell sees them."""
+    proc = subprocess.run([sys.executable, "-m", "lightning_align.cli", "transcribe",
+                           str(inputs["good"]), str(inputs["text"]), "-o", str(tmp_path),
+                           "-f", "vtt", "-q"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr
+    assert len(failed_lines(proc.stderr)) == 1 and "notes.txt" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (tmp_path / "speech.vtt").read_text().startswith("WEBVTT")
+    assert not [p for p in tmp_path.iterdir() if p.name != "speech.vtt"]  # no temp files left
+
+
+def test_console_script_exists():
+    assert shutil.which("lightning-align") is not None
