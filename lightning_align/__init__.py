@@ -1,7 +1,7 @@
 """lightning-align: Whisper transcripts with exact word timestamps on MLX, in one decoding pass."""
 
 from .backend import mx as _mx  # noqa: F401  (loads a fast BLAS before anything imports MLX)
-from .align import Alignment, align
+from .align import Alignment, AlignOptions, align
 from .audio import load_audio
 from .cache import AttentionCache, CacheStats
 from .decoding import DecodingOptions
@@ -13,7 +13,7 @@ from .transcript import Segment, Transcript
 __version__ = "0.1.0"
 
 __all__ = [
-    "Alignment", "AlignmentError", "align", "AttentionCache", "AudioError", "CacheStats", "DecodingError",
+    "Alignment", "AlignOptions", "AlignmentError", "align", "AttentionCache", "AudioError", "CacheStats", "DecodingError",
     "DecodingOptions", "LightningAlignError", "ModelError", "Segment", "Transcript",
     "WhisperModel", "load_audio", "load_model", "transcribe",
 ]

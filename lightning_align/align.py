@@ -9,7 +9,10 @@ median filter over frames -> mean over heads (`kernels.alignment_matrix`, as ope
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -24,13 +27,70 @@ from .mel import TOKENS_PER_SECOND, log_mel_window
 from .model import DecoderState
 from .models import WhisperModel, load_model
 from .transcript import Segment, SegmentSource
-from .words import WordTiming, apply_heuristics, to_dicts, word_timings
+from .refine import RefineOptions, snap_words, speech_spans
+from .words import WordTiming, apply_heuristics, shift_words, to_dicts, word_timings
 
 METHODS = ("onepass", "reference")
 MAX_WINDOW_S = 30.0
+MAX_TOKEN_ID = 51866  # the largest Whisper vocabulary (large-v3)
 PLAIN_MARGIN_S = 1.0  # audio around a plain {"start", "end", "text"} segment for its forced pass
 
 Which = Any  # None | "all" | int | slice | Iterable[int] | Callable[[dict], bool]
+CALIBRATION_FILE = Path(__file__).with_name("data") / "timing_calibration.json"
+
+
+@dataclass(frozen=True)
+class AlignOptions:
+    """Corrections the one-pass method applies on top of openai-whisper's DTW, each switchable
+    (docs/accuracy.md measures each on its own). `method="reference"` ignores them all.
+
+    head_weights: weight the alignment heads by per-model weights calibrated on generated
+        speech (`data/timing_calibration.json`) instead of averaging them.
+    lag: remove the systematic lag of starts and of ends (calibrated seconds per model).
+    anchors: the decoded segment timestamps bound the DTW: frames before the segment's start
+        timestamp (and after its end) less `anchor_slack_s` are not aligned to.
+    refine: move boundaries in or next to a pause to the pause's edges, found from the
+        signal's energy (`refine.snap_words`); fixes words stretched over silence.
+    calibration: use this instead of the shipped calibration (for calibrating).
+    Defaults are the switches that won on both the calibration and evaluation sets.
+    """
+
+    head_weights: bool = True
+    lag: bool = False
+    anchors: bool = False
+    refine: bool = True
+    anchor_slack_s: float = 0.5
+    refine_options: RefineOptions = field(default_factory=RefineOptions)
+    calibration: "Calibration | None" = None
+
+    @classmethod
+    def plain(cls) -> "AlignOptions":
+        """openai-whisper's DTW on the captured attention, with no correction."""
+        return cls(head_weights=False, lag=False, anchors=False, refine=False)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-model timing calibration: head weights (in `pairs` order) and lags (s)."""
+
+    pairs: tuple[tuple[int, int], ...]
+    head_weights: tuple[float, ...]
+    start_lag_s: float
+    end_lag_s: float
+
+
+@lru_cache(maxsize=8)
+def calibration(name: str, pairs: tuple[tuple[int, int], ...]) -> Calibration | None:
+    """The shipped calibration of model `name` with alignment heads `pairs`, or None."""
+    try:
+        table = json.loads(CALIBRATION_FILE.read_text())["models"]
+    except FileNotFoundError:
+        return None
+    entry = table.get(name)
+    if entry is None or tuple(map(tuple, entry["pairs"])) != tuple(pairs):
+        return None
+    return Calibration(tuple(map(tuple, entry["pairs"])), tuple(entry["head_weights"]),
+                       float(entry["start_lag_s"]), float(entry["end_lag_s"]))
 
 
 @dataclass(frozen=True)
@@ -55,7 +115,8 @@ class Alignment:
 def align(segments: Sequence[dict], which: Which = None, *, audio: AudioInput | None = None,
           model: WhisperModel | str | None = None, method: str = "onepass",
           medfilt_width: int = 7, heuristics: bool = True, force: bool = False,
-          return_attention: bool = False) -> Sequence[dict] | list[Alignment]:
+          return_attention: bool = False,
+          options: AlignOptions | None = None) -> Sequence[dict] | list[Alignment]:
     """Add `words` ([{"word", "start", "end", "probability"}], seconds) to the selected segments.
 
     `which` selects segments: None or "all", an index, a slice, indices, or a predicate on the
@@ -64,18 +125,26 @@ def align(segments: Sequence[dict], which: Which = None, *, audio: AudioInput | 
     from another engine, or a human transcript with `start`, `end`, `text`) take one forced
     decoder pass over their text, which needs `audio` (and `model` if not the default).
     `method="reference"` is openai-whisper's algorithm (a forced pass without timestamps).
+    `options` switches the one-pass method's corrections (default `AlignOptions()`; pass
+    `AlignOptions.plain()` for openai-whisper's DTW on the captured attention alone).
     Returns `segments`, or with `return_attention` one `Alignment` per aligned segment.
     """
     if method not in METHODS:
         raise AlignmentError(f"method {method!r}: choose one of {', '.join(METHODS)}.")
+    if isinstance(medfilt_width, bool) or not isinstance(medfilt_width, int) or \
+            medfilt_width < 1 or medfilt_width % 2 == 0:
+        raise AlignmentError(f"medfilt_width={medfilt_width!r}: use an odd number of frames >= 1 "
+                             "(openai-whisper uses 7).")
     segments = as_segment_dicts(segments)
     indices = select(segments, which)
     todo = [i for i in indices if force or return_attention or "words" not in segments[i]]
     if not todo:
         return [] if return_attention else segments
+    if options is None or method == "reference":
+        options = AlignOptions() if method == "onepass" else AlignOptions.plain()
     jobs = [_Job(i, segments[i], _segment_text_tokens(segments[i], i)) for i in todo]
     _gather_attention(jobs, segments, method, audio, model, medfilt_width)
-    results = _solve(jobs, method, medfilt_width, heuristics, segments)
+    results = _solve(jobs, method, medfilt_width, heuristics, segments, options, audio)
     return results if return_attention else segments
 
 
@@ -137,14 +206,24 @@ class _Job:
 
 
 def _segment_text_tokens(seg: dict, index: int) -> list[int] | None:
-    if not isinstance(seg, dict):
-        raise AlignmentError(f"segment {index} is a {type(seg).__name__}, not a dict; convert it "
-                             "with lightning_align.interop.to_segments first.")
     if "tokens" in seg and seg["tokens"] is not None:
-        tokens = [int(t) for t in seg["tokens"]]
-        return tokens if tokens else None
-    if not isinstance(seg.get("text"), str):
+        raw = seg["tokens"]
+        if isinstance(raw, (str, bytes)) or not all(
+                isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in raw):
+            raise AlignmentError(f"segment {index}: 'tokens' must be a list of Whisper token ids "
+                                 f"(integers), got {raw!r:.60}; drop the key to align the text.")
+        tokens = [int(t) for t in raw]
+        if any(t < 0 or t >= MAX_TOKEN_ID for t in tokens):
+            raise AlignmentError(f"segment {index}: token ids outside Whisper's vocabulary "
+                                 f"(0..{MAX_TOKEN_ID - 1}); were these tokens made by another "
+                                 "tokenizer? Drop 'tokens' to align the text instead.")
+        if tokens:
+            return tokens
+    text = seg.get("text")
+    if not isinstance(text, str):
         raise AlignmentError(f"segment {index} has neither 'tokens' nor 'text'; nothing to align.")
+    if not text.strip():
+        raise AlignmentError(f"segment {index} has empty text; there are no words to align.")
     return None
 
 
@@ -214,6 +293,10 @@ def _forced_inputs(job: _Job, segments, audio, model):
         if start > duration:
             raise AlignmentError(f"segment {job.index} starts at {start:.2f} s, after the end of "
                                  f"the audio ({duration:.2f} s): is it from another recording?")
+        if end > duration + PLAIN_MARGIN_S:
+            raise AlignmentError(f"segment {job.index} ends at {end:.2f} s, past the end of the "
+                                 f"audio ({duration:.2f} s): is it from another recording, or are "
+                                 "its times in another unit than seconds?")
         window = (max(0.0, start - PLAIN_MARGIN_S), min(duration, end + PLAIN_MARGIN_S))
         if window[1] - window[0] > MAX_WINDOW_S:
             raise AlignmentError(f"segment {job.index} spans {end - start:.1f} s; Whisper aligns "
@@ -309,22 +392,51 @@ def _reference_pass(jobs: list[_Job], wm, features, n_samples: int, width: int, 
         offset += len(part)
 
 
-def _onepass_group(job: _Job, width: int, eot: int) -> None:
+def _onepass_group(job: _Job, width: int, eot: int, options: AlignOptions) -> None:
     entry = job.entry
     weights = np.ascontiguousarray(entry.weights().transpose(1, 0, 2))  # (heads, rows, frames)
     src = _source(job.segment)
     frame0 = (src.window_start_s if src else job.window0_s) + entry.frame_offset / TOKENS_PER_SECOND
-    job.group = _Group(frame0, alignment_matrix(weights, width), weights, entry.tokens)
+    cal = _calibration_of(job, options) if options.head_weights else None
+    if cal is None:
+        matrix = alignment_matrix(weights, width)
+    else:  # standardization and median are per head: weight the heads' filtered matrices
+        hw = np.asarray(cal.head_weights, np.float32)
+        matrix = sum(hw[h] * alignment_matrix(weights[h : h + 1], width)
+                     for h in range(len(hw)) if hw[h] != 0) / hw.sum()
+    if options.anchors:
+        matrix = _anchored(matrix, job, frame0, options.anchor_slack_s)
+    job.group = _Group(frame0, matrix, weights, entry.tokens)
     text_rows = [r for r, t in enumerate(entry.tokens) if 0 <= t < eot]
     after = text_rows[-1] + 1 if text_rows else 0
     job.rows_for_text = np.array(text_rows + [min(after, len(entry.tokens) - 1)])
     job.token_logprobs = entry.token_logprobs[text_rows]
 
 
-def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments) -> list[Alignment]:
+def _calibration_of(job: _Job, options: AlignOptions) -> Calibration | None:
+    if options.calibration is not None:
+        return options.calibration
+    wm = _model_of(job)
+    return calibration(wm.name, tuple(map(tuple, wm.alignment_heads.pairs)))
+
+
+def _anchored(matrix: np.ndarray, job: _Job, frame0: float, slack_s: float) -> np.ndarray:
+    """Make frames outside the decoded segment span (plus slack) unattractive to the DTW."""
+    start, end = _decoded_bounds(job.segment, ())
+    t = frame0 + np.arange(matrix.shape[1]) / TOKENS_PER_SECOND
+    outside = (t < start - slack_s) | (t > end + slack_s)
+    if not outside.any() or outside.all():
+        return matrix
+    out = matrix.copy()
+    out[:, outside] = matrix.min() - 1.0
+    return out
+
+
+def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments,
+           options: AlignOptions, audio) -> list[Alignment]:
     for job in jobs:
         if job.group is None:
-            _onepass_group(job, width, _model_of(job).tokenizer().eot)
+            _onepass_group(job, width, _model_of(job).tokenizer().eot, options)
     groups = list({id(job.group): job.group for job in jobs}.values())
     paths = dtw_batch([-g.matrix.astype(np.float64) for g in groups])
     entered = {}
@@ -343,10 +455,22 @@ def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments
                                enter[job.rows_for_text[:-1]], enter[job.rows_for_text[-1]])
         seg = job.segment
         start, end = _decoded_bounds(seg, timings)
+        if options.lag and timings:
+            cal = _calibration_of(job, options)
+            if cal is not None:
+                shift_words(timings, -cal.start_lag_s, -cal.end_lag_s)
         if heuristics and timings:
             previous = segments[job.index - 1] if job.index > 0 else None
-            last_speech = _decoded_bounds(previous, timings)[1] if isinstance(previous, dict) else 0.0
+            src = _source(seg)
+            if src is not None:  # window-local, so batches can be aligned apart and in any order
+                last_speech = src.prev_end_s
+            else:
+                last_speech = _decoded_bounds(previous, timings)[1] if isinstance(previous, dict) else 0.0
             timings, start, end = apply_heuristics(timings, start, end, last_speech)
+        if options.refine and timings:
+            samples = _samples_for(job, audio)
+            if samples is not None:
+                start, end = _refine(timings, samples, options.refine_options, start, end)
         words = to_dicts(timings)
         seg["words"] = words
         if heuristics and words:
@@ -355,6 +479,29 @@ def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments
         out.append(Alignment(job.index, method, g.matrix, g.row_tokens, g.path, g.frame0_s, words,
                              g.weights))
     return out
+
+
+def _samples_for(job: _Job, audio) -> np.ndarray | None:
+    if audio is not None:
+        return _load_cached(audio)
+    src = _source(job.segment)
+    return src.context.samples() if src is not None else None
+
+
+def _refine(timings: list[WordTiming], samples: np.ndarray, ropts: RefineOptions,
+            start: float, end: float) -> tuple[float, float]:
+    """Snap the words' boundaries to pauses in the signal, in place; returns the segment's
+    (start, end) moved with its first and last word."""
+    t0 = max(0.0, timings[0].start - ropts.context_s)
+    t1 = min(len(samples) / SAMPLE_RATE, timings[-1].end + ropts.context_s)
+    spans = speech_spans(samples, t0, t1, ropts)
+    starts, ends = snap_words(np.array([w.start for w in timings]),
+                              np.array([w.end for w in timings]), spans, ropts)
+    duration = len(samples) / SAMPLE_RATE
+    for w, a, b in zip(timings, starts, ends):
+        w.end = float(min(b, duration))
+        w.start = float(min(a, w.end))
+    return timings[0].start, timings[-1].end
 
 
 def _decoded_bounds(seg: dict, timings) -> tuple[float, float]:

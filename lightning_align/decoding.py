@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .backend import mx
+from .backend import gpu_available, mx
 from .capture import AttentionProbe
 from .errors import DecodingError
 from .kernels.logits import select_tokens
@@ -206,6 +206,10 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     sampled = [[] for _ in range(n_rows)]
     logprobs = [[] for _ in range(n_rows)]
     step_fn = compiled_step(wm, probe.layers if probe else None)
+    # On a GPU greedy steps choose their token inside the compiled graph; on a CPU the host
+    # kernel is faster than MLX's element-wise ops.
+    on_device = gpu_available() and temperature == 0
+    suppress_mx = mx.array(suppress) if on_device else None
     with wm.lock:
         logits = wm.model.decoder.step(mx.array(initial), state, probe, positions=(sot_index, -1))
         pending = [logits] + ([probe.end_step(rows)] if probe else [])
@@ -219,10 +223,11 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
         chosen_lp = np.empty(n_rows, np.float32)
         for step in range(sample_len):
             b = len(rows)
-            uniform = rng.random(b).astype(np.float32) if temperature > 0 else np.zeros(b, np.float32)
-            select_tokens(step_logits, suppress, rules.text_ok, rules.eot_ok, rules.ts_min,
-                          rules.ts_max, rules.ts_rule, rules.blank, tok.eot, tok.timestamp_begin,
-                          np.float32(temperature), uniform, chosen[:b], chosen_lp[:b])
+            if step_logits is not None:
+                uniform = rng.random(b).astype(np.float32) if temperature > 0 else np.zeros(b, np.float32)
+                select_tokens(step_logits, suppress, rules.text_ok, rules.eot_ok, rules.ts_min,
+                              rules.ts_max, rules.ts_rule, rules.blank, tok.eot, tok.timestamp_begin,
+                              np.float32(temperature), uniform, chosen[:b], chosen_lp[:b])
             for i in np.flatnonzero(alive):
                 sampled[rows[i]].append(int(chosen[i]))
                 logprobs[rows[i]].append(float(chosen_lp[i]))
@@ -240,13 +245,25 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
                 next_tokens = chosen[:b][keep]
             else:
                 next_tokens = np.where(alive, chosen[:b], tok.eot).astype(np.int32)
-            logits, scores = step_fn(mx.array(next_tokens[:, None]), state)
+            if on_device:
+                rule_arrays = [suppress_mx] + [mx.array(a) for a in (
+                    rules.text_ok, rules.eot_ok, rules.ts_min, rules.ts_max, rules.ts_rule, rules.blank)]
+                new, new_lp, scores = step_fn.select(mx.array(next_tokens[:, None]), state,
+                                                     rule_arrays, tok.eot, tok.timestamp_begin)
+                outputs = [new, new_lp]
+            else:
+                logits, scores = step_fn(mx.array(next_tokens[:, None]), state)
+                outputs = [logits]
             if probe:
                 probe.record(rows, alive, scores)
-                mx.eval(logits, scores)
+                outputs.append(scores)
+            mx.eval(*outputs)
+            if on_device:
+                b = len(rows)
+                chosen[:b], chosen_lp[:b] = np.asarray(outputs[0]), np.asarray(outputs[1])
+                step_logits = None
             else:
-                mx.eval(logits)
-            step_logits = np.asarray(logits)
+                step_logits = np.asarray(outputs[0])
 
     attention = probe.per_row(n_rows) if probe else [None] * n_rows
     results = []

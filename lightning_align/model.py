@@ -245,6 +245,8 @@ class CompiledStep:
         self._slot = {layer: j for j, layer in enumerate(self.probe)}  # layer -> probe_keys index
         self.projection = decoder.output_projection()
         self._fn = mx.compile(self._step)
+        self._fn_select = mx.compile(self._step_select)
+        self._special = (0, 0)
 
     def _step(self, tokens, offset, keys, values, cross, probe_keys):
         d = self.decoder
@@ -275,6 +277,27 @@ class CompiledStep:
             s = (s - s.max(axis=-1, keepdims=True)).astype(mx.float16)
             return logits, new_keys, new_values, s
         return logits, new_keys, new_values
+
+    def _step_select(self, tokens, offset, keys, values, cross, probe_keys, rules):
+        from .selection import select_tokens
+
+        out = self._step(tokens, offset, keys, values, cross, probe_keys)
+        chosen, logprobs = select_tokens(out[0], *rules, eot=self._special[0], ts_begin=self._special[1])
+        return (chosen, logprobs) + tuple(out[1:])
+
+    def select(self, tokens: mx.array, state: DecoderState, rules: list, eot: int, ts_begin: int):
+        """A step that also chooses the next token greedily on the device (see `selection`):
+        -> (tokens (B,), log-probabilities (B,), scores or None). Only B numbers per row leave
+        the device, not the (B, vocab) logits."""
+        if self._special != (eot, ts_begin):
+            self._special = (eot, ts_begin)
+            self._fn_select = mx.compile(self._step_select)
+        probe_keys = [state.probe_keys[layer] for layer in self.probe] if self.probe else []
+        out = self._fn_select(tokens, mx.array(state.offset, dtype=mx.int32), state.keys,
+                              state.values, state.cross, probe_keys, rules)
+        state.keys, state.values = out[2], out[3]
+        state.offset += 1
+        return out[0], out[1], (out[4] if self.probe else None)
 
     def __call__(self, tokens: mx.array, state: DecoderState):
         """Run one token per row (B, 1) at `state.offset`; -> (logits (B, V), scores or None)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -11,8 +12,8 @@ from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .backend import gpu_available, mx
 from .cache import AttentionCache
 from .capture import CAPTURE_MARGIN_S, CapturedAttention, log_normalizers
-from .errors import DecodingError
 from .decoding import DecodingOptions, WindowResult, decode_with_fallback, prompt_tokens
+from .errors import DecodingError
 from .mel import CHUNK_SAMPLES, TOKENS_PER_SECOND, log_mel_batch, log_mel_window
 from .models import WhisperModel, load_model
 from .transcript import Segment, SegmentSource, Transcript, TranscriptContext
@@ -29,7 +30,7 @@ MIN_SPEECH_FRAMES = 10
 
 def default_batch_size() -> int:
     """Windows decoded together: large on a GPU, where batching is nearly free, small on CPU."""
-    return 32 if gpu_available() else 8
+    return 64 if gpu_available() else 8
 
 
 def transcribe(
@@ -55,7 +56,7 @@ def transcribe(
 ) -> Transcript:
     """Transcribe `audio` (path, bytes or 16 kHz samples) into a WhisperX-format `Transcript`.
 
-    Windows of <= 30 s are decoded `batch_size` at a time (default 32 on GPU, 8 on CPU); with
+    Windows of <= 30 s are decoded `batch_size` at a time (default 64 on GPU, 8 on CPU); with
     `sequential=True` one window at a time, advancing as openai-whisper does (for parity).
     `keep_attention` captures the alignment heads' attention while decoding, so that `align`
     later needs no second pass; `word_timestamps=True` aligns every segment at once. Segment
@@ -96,7 +97,8 @@ def transcribe(
                                              condition_on_previous_text, progress, verbose)
     else:
         segments, language_out = _batched(wm, samples, options, context, capture,
-                                          batch_size or default_batch_size(), progress, verbose)
+                                          batch_size or default_batch_size(), progress, verbose,
+                                          word_timestamps)
     result = Transcript(segments=segments, text="".join(s["text"] for s in segments),
                         language=language_out, context=context)
     if word_timestamps:
@@ -116,7 +118,8 @@ def _encode(wm: WhisperModel, samples: np.ndarray, windows: list[Window]) -> mx.
     return features
 
 
-def _batched(wm, samples, options, context, capture, batch_size, progress, verbose):
+def _batched(wm, samples, options, context, capture, batch_size, progress, verbose,
+             word_timestamps=False):
     """Decode all windows in batches. A window whose text ends (end-of-text) more than
     `TAIL_S` before its end while speech follows is decoded again from where its text stopped,
     in a later round of batches: the batched counterpart of openai-whisper's seek."""
@@ -126,6 +129,10 @@ def _batched(wm, samples, options, context, capture, batch_size, progress, verbo
     segments: list[Segment] = []
     languages: list[str] = []
     bar = _progress(len(pending), progress)
+    # Word alignment is host work (numba, numpy) and MLX releases the GIL while the device
+    # computes, so a batch's words are aligned in a thread while the next batch decodes.
+    aligner = ThreadPoolExecutor(max_workers=1) if word_timestamps else None
+    aligning = []
     for _round in range(MAX_TAIL_ROUNDS + 1):
         tails: list[Window] = []
         for first in range(0, len(pending), batch_size):
@@ -133,14 +140,18 @@ def _batched(wm, samples, options, context, capture, batch_size, progress, verbo
             features = _encode(wm, samples, batch)
             results = decode_with_fallback(wm, features, options, capture=capture, prompt=prompt)
             del features
+            batch_segments = []
             for window, result in zip(batch, results):
                 languages.append(result.language)
                 new = window_segments(wm, window, result, options, context, len(segments), final=True)
                 _report(new, verbose)
                 segments.extend(new)
+                batch_segments.extend(new)
                 tail = _untranscribed_tail(window, new, samples)
                 if tail is not None:
                     tails.append(tail)
+            if aligner is not None and batch_segments:
+                aligning.append(aligner.submit(_align_segments, batch_segments))
             if bar:
                 bar.update(len(batch))
         if not tails:
@@ -150,11 +161,21 @@ def _batched(wm, samples, options, context, capture, batch_size, progress, verbo
             bar.total += len(tails)
     if bar:
         bar.close()
+    if aligner is not None:
+        for future in aligning:
+            future.result()
+        aligner.shutdown()
     segments.sort(key=lambda seg: (seg["start"], seg["end"]))
     for i, seg in enumerate(segments):
         seg["id"] = i
     language = max(set(languages), key=languages.count) if languages else (options.language or "en")
     return segments, language
+
+
+def _align_segments(segments: list[Segment]) -> None:
+    from .align import align
+
+    align(segments)
 
 
 def _untranscribed_tail(window: Window, segments: list[Segment], samples: np.ndarray) -> Window | None:
@@ -276,7 +297,8 @@ def window_segments(wm: WhisperModel, window: Window, result: WindowResult,
         serial += 1
         start_s, end_s = round(window.start_s + start_rel, 3), round(window.start_s + end_rel, 3)
         source = SegmentSource(context, index, window.start_s, window.end_s,
-                               result.initial_tokens + tuple(tokens[:i0]), start_s, end_s)
+                               result.initial_tokens + tuple(tokens[:i0]), start_s, end_s,
+                               segments[-1]["end"] if segments else window.start_s)
         seg = Segment(
             id=index, seek=window.seek, start=start_s, end=end_s,
             text=text, tokens=list(seg_tokens), avg_logprob=result.avg_logprob,

@@ -50,6 +50,7 @@ class SegmentSource:
     prefix: tuple[int, ...] = ()
     start_s: float = 0.0  # the decoded segment times, which alignment may later refine
     end_s: float = 0.0
+    prev_end_s: float = 0.0  # decoded end of the speech before it in its window (or the window start)
 
     @property
     def key(self) -> tuple[str, int]:

@@ -112,6 +112,18 @@ def apply_heuristics(words: list[WordTiming], segment_start: float, segment_end:
     return words, segment_start, segment_end
 
 
+def shift_words(words: list[WordTiming], start_s: float, end_s: float) -> None:
+    """Move every start by `start_s` and every end by `end_s` seconds (a lag correction), in
+    place, keeping words in order, non-negative and not overlapping the next word."""
+    for w in words:
+        w.start = max(0.0, w.start + start_s)
+        w.end = max(w.start, w.end + end_s)
+    for a, b in zip(words, words[1:]):
+        if a.end > b.start:  # the two shifts crossed at a shared boundary: meet halfway
+            a.end = b.start = max(a.start, (a.end + b.start) / 2)
+            b.end = max(b.end, b.start)
+
+
 def to_dicts(words: list[WordTiming]) -> list[dict]:
     """WhisperX word dicts; times in seconds, rounded to 1 ms."""
     return [{"word": w.word, "start": round(w.start, 3), "end": round(max(w.end, w.start), 3),

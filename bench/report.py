@@ -1,0 +1,128 @@
+"""Write the speed section of docs/benchmarks.md (and its plot) from measured JSON lines.
+
+    python -m bench.report [bench/results/*.jsonl ...]
+
+Inputs are the files `python -m bench.throughput --out FILE` writes (GPU and CPU runs alike).
+Every table groups rows by (machine, audio length) and gives realtime factors (audio seconds
+per wall second) and ratios to the peers measured in the same file, i.e. on the same machine in
+the same session. Only the block between `<!-- speed:begin -->` and `<!-- speed:end -->` is
+rewritten.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+PLOT = DOC.parent / "speed.png"
+
+
+def load(paths: list[str]) -> list[dict]:
+    rows = []
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                row["file"] = Path(path).name
+                rows.append(row)
+    return rows
+
+
+def best(rows: list[dict]) -> dict[tuple, dict]:
+    """Fastest row per (file, audio length, system, batch size)."""
+    out: dict[tuple, dict] = {}
+    for r in rows:
+        key = (r["file"], r["audio_s"], r["system"], r.get("batch_size"))
+        if key not in out or r["rtf"] > out[key]["rtf"]:
+            out[key] = r
+    return out
+
+
+def tables(rows: list[dict]) -> str:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in best(rows).values():
+        groups[(r["file"], r["audio_s"])].append(r)
+    lines = []
+    for (file, audio_s), group in sorted(groups.items()):
+        machine = group[0].get("gpu") or group[0].get("cpu") or "?"
+        peers = {r["system"]: r["rtf"] for r in group if not r["system"].startswith("lightning")}
+        lines += [f"#### {file}: {audio_s:.0f} s of speech, {machine} ({group[0].get('device', '?')}, "
+                  f"MLX {group[0].get('mlx', '?')})", "",
+                  "| system | batch | wall s | x realtime | vs mlx-whisper | vs openai-whisper | words |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in sorted(group, key=lambda r: (r["system"], r.get("batch_size") or 0)):
+            words = r["system"].endswith("+words")
+            mw = peers.get("mlx-whisper+words" if words else "mlx-whisper")
+            ow = peers.get("openai-whisper+words" if words else "openai-whisper")
+            vs_mw = f"{r['rtf'] / mw:.1f}x" if mw else ""
+            vs_ow = f"{r['rtf'] / ow:.1f}x" if ow else ""
+            lines.append(f"| {r['system']} | {r.get('batch_size') or ''} | {r['wall_s']:.2f} | "
+                         f"{r['rtf']:.0f} | {vs_mw} | {vs_ow} | {r['words']} |")
+        overhead = _overheads(group)
+        if overhead:
+            lines += ["", "Word-timestamp overhead (wall time with words / without, same batch): "
+                      + "; ".join(overhead)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _overheads(group: list[dict]) -> list[str]:
+    by = {(r["system"], r.get("batch_size")): r for r in group}
+    out = []
+    for (system, batch), r in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        if system.endswith("+words"):
+            base = by.get((system[: -len("+words")], batch))
+            if base:
+                name = system[: -len("+words")] + (f" b={batch}" if batch else "")
+                out.append(f"{name} {100 * (r['wall_s'] / base['wall_s'] - 1):+.0f} %")
+    return out
+
+
+def plot(rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in best(rows).values():
+        batch = f", b={r['batch_size']}" if r.get("batch_size") else ""
+        label = f"{r['system']} ({r.get('device', '?')}{batch})"
+        series[label].append((r["audio_s"], r["rtf"]))
+    for label, points in sorted(series.items()):
+        points.sort()
+        ax.plot([p[0] / 60 for p in points], [p[1] for p in points], marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("audio length (minutes)")
+    ax.set_ylabel("x realtime (audio s / wall s)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    paths = (argv if argv else sys.argv[1:]) or sorted(glob.glob(str(Path(__file__).parent / "results" / "*.jsonl")))
+    rows = load(paths)
+    block = "\n".join([BEGIN, "Regenerate: `python -m bench.report` (reads bench/results/*.jsonl).", "",
+                       tables(rows), f"![x realtime vs audio length]({PLOT.name})", END])
+    text = DOC.read_text() if DOC.exists() else ""
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    DOC.write_text(text)
+    plot(rows)
+    print(f"wrote {DOC} and {PLOT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""Word boundaries refined by the signal: snap to where the energy says speech starts and stops.
+
+Cross-attention DTW places a boundary only to within a few 20 ms frames, and it cannot tell a
+pause from speech: a word before a pause is stretched over it, the first word of a segment may
+start in the silence before it (at 0.0 s). Where a boundary lies in or next to a pause, the
+short-time energy knows better. This module finds the pauses (runs of low-energy 10 ms frames,
+relative to the clip's own noise floor) and moves each word boundary that falls in or near one
+to its edge: an end to where the speech before the pause stops, a start to where it resumes.
+Boundaries inside continuous speech are left where the DTW put them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+HOP_S = 0.01
+
+
+@dataclass(frozen=True)
+class RefineOptions:
+    """How boundaries are snapped to pauses (times in seconds, levels in dB).
+
+    A frame is speech when its level is `speech_db` above the noise floor (the
+    `floor_percentile` of the frame levels around the segment) and no more than `below_peak_db`
+    under the loudest frame. Pauses shorter than `min_pause_s` are ignored (stop closures);
+    a boundary moves to a pause edge only if the pause lies within `reach_s` of it.
+    """
+
+    speech_db: float = 12.0
+    below_peak_db: float = 45.0
+    floor_percentile: float = 5.0
+    min_pause_s: float = 0.06
+    reach_s: float = 0.2
+    min_word_s: float = 0.04
+    context_s: float = 2.0
+
+
+def frame_levels(samples: np.ndarray, t0_s: float, t1_s: float) -> tuple[float, np.ndarray]:
+    """Level in dB of 20 ms frames every 10 ms between t0_s and t1_s: (time of frame 0's
+    centre in s, levels); frame k covers [t0 + k * 10 ms - 10 ms, t0 + k * 10 ms + 10 ms)."""
+    hop = int(HOP_S * SAMPLE_RATE)
+    a = max(0, int(round(t0_s * SAMPLE_RATE)))
+    b = min(len(samples), int(round(t1_s * SAMPLE_RATE)))
+    if b - a < 2 * hop:
+        return a / SAMPLE_RATE, np.zeros(0, np.float32)
+    x = np.asarray(samples[a:b], np.float32)
+    power = np.square(x, dtype=np.float32)
+    padded = np.concatenate([np.zeros(hop, np.float32), power, np.zeros(hop, np.float32)])
+    csum = np.concatenate([[0.0], np.cumsum(padded, dtype=np.float64)])
+    n = (b - a) // hop
+    centres = np.arange(n) * hop + hop  # in padded coordinates
+    energy = (csum[centres + hop] - csum[centres - hop]) / (2 * hop)
+    return a / SAMPLE_RATE, (10.0 * np.log10(energy + 1e-10)).astype(np.float32)
+
+
+def speech_spans(samples: np.ndarray, t0_s: float, t1_s: float,
+                 options: RefineOptions = RefineOptions()) -> np.ndarray:
+    """(n, 2) array of [start, end) seconds of speech between t0_s and t1_s; pauses shorter
+    than `options.min_pause_s` are bridged."""
+    origin, db = frame_levels(samples, t0_s, t1_s)
+    if len(db) == 0:
+        return np.zeros((0, 2))
+    floor = float(np.percentile(db, options.floor_percentile))
+    threshold = max(floor + options.speech_db, float(db.max()) - options.below_peak_db)
+    speech = db > threshold
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], speech.astype(np.int8), [0]])))
+    spans = edges.reshape(-1, 2).astype(np.float64)
+    if len(spans) == 0:
+        return np.zeros((0, 2))
+    keep = [spans[0].copy()]
+    for on, off in spans[1:]:
+        if (on - keep[-1][1]) * HOP_S < options.min_pause_s:
+            keep[-1][1] = off
+        else:
+            keep.append(np.array([on, off]))
+    # a frame's level reflects its centre: speech starts/ends half a hop around the edges
+    end = origin + len(db) * HOP_S
+    return np.clip(origin + np.array(keep) * HOP_S - HOP_S / 2, origin, end)
+
+
+def snap_words(starts: np.ndarray, ends: np.ndarray, spans: np.ndarray,
+               options: RefineOptions = RefineOptions()) -> tuple[np.ndarray, np.ndarray]:
+    """Move word boundaries (seconds, one segment's words in order) to the edges of nearby pauses.
+
+    `spans` are speech intervals from `speech_spans`. A boundary between two words that lies in
+    a pause, or within `reach_s` of one, becomes the pause's edges (the first word ends where
+    the speech stops, the next starts where it resumes); the first start and the last end move
+    to the nearest speech onset / offset within reach, or out of the pause they lie in.
+    Returns new (starts, ends); every word keeps at least `min_word_s`.
+    """
+    starts = np.array(starts, np.float64)
+    ends = np.array(ends, np.float64)
+    n = len(starts)
+    if n == 0 or len(spans) == 0:
+        return starts, ends
+    onsets, offsets = spans[:, 0], spans[:, 1]
+    pauses = np.stack([offsets[:-1], onsets[1:]], axis=1) if len(spans) > 1 else np.zeros((0, 2))
+    reach = options.reach_s
+
+    def nearest_pause(t_left: float, t_right: float) -> int:
+        """Index of the pause closest to [t_left, t_right] within reach, else -1."""
+        if len(pauses) == 0:
+            return -1
+        gap = np.maximum(0.0, np.maximum(pauses[:, 0] - t_right, t_left - pauses[:, 1]))
+        k = int(np.argmin(gap))
+        return k if gap[k] <= reach else -1
+
+    for i in range(n - 1):
+        k = nearest_pause(min(ends[i], starts[i + 1]), max(ends[i], starts[i + 1]))
+        if k < 0:
+            continue
+        off, on = pauses[k]
+        # only when the pause lies between the two words' cores, never across a whole word
+        if off > starts[i] + options.min_word_s and on < ends[i + 1] - options.min_word_s:
+            ends[i], starts[i + 1] = off, on
+    # first start: out of a pause, or back to an onset just before it
+    inside = (onsets <= starts[0]) & (starts[0] < offsets)
+    if inside.any():
+        j = int(np.flatnonzero(inside)[0])
+        if starts[0] - onsets[j] <= reach:
+            starts[0] = onsets[j]
+    else:
+        later = np.flatnonzero(onsets > starts[0])
+        if len(later) and onsets[later[0]] < ends[0] - options.min_word_s:
+            starts[0] = onsets[later[0]]
+    inside = (onsets < ends[-1]) & (ends[-1] <= offsets)
+    if inside.any():
+        j = int(np.flatnonzero(inside)[-1])
+        if offsets[j] - ends[-1] <= reach:
+            ends[-1] = offsets[j]
+    else:
+        earlier = np.flatnonzero(offsets < ends[-1])
+        if len(earlier) and offsets[earlier[-1]] > starts[-1] + options.min_word_s:
+            ends[-1] = offsets[earlier[-1]]
+    return _consistent(starts, ends, options.min_word_s)
+
+
+def _consistent(starts: np.ndarray, ends: np.ndarray, min_word_s: float):
+    """Words in order, none overlapping the next, each at least `min_word_s` long."""
+    n = len(starts)
+    for i in range(n):
+        if i > 0 and starts[i] < ends[i - 1]:
+            starts[i] = ends[i - 1]
+        if ends[i] < starts[i] + min_word_s:
+            ends[i] = starts[i] + min_word_s
+    return starts, ends

@@ -1,0 +1,97 @@
+"""The accuracy harness's metrics and signal refinement: no model needed, fast."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.accuracy import metrics
+from bench.accuracy.metrics import TimedWord, score
+from lightning_align.refine import RefineOptions, snap_words, speech_spans
+from lightning_align.synth import concatenate, synthesize
+
+REF = [TimedWord("the", 0.50, 0.62), TimedWord("quick", 0.62, 0.95), TimedWord("brown", 0.95, 1.30),
+       TimedWord("fox", 1.80, 2.20)]
+
+
+def test_perfect_hypothesis_scores_zero_and_f1_one():
+    hyp = [{"word": " The", "start": w.start, "end": w.end} for w in REF[:1]] + \
+          [(w.word.capitalize() + ",", w.start, w.end) for w in REF[1:]]
+    s = score([(REF, hyp)])
+    assert s.matched == 4 and s.dropped == 0 and s.inserted == 0
+    for b in (s.starts, s.ends):
+        assert b.mae_ms == pytest.approx(0.0, abs=1e-9)
+        assert b.f1[20] == b.f1[50] == 1.0 and b.within[20] == 1.0
+
+
+def test_shift_of_30_ms_scores_exactly_30():
+    hyp = [(w.word, w.start + 0.030, w.end + 0.030) for w in REF]
+    s = score([(REF, hyp)])
+    assert s.starts.mae_ms == pytest.approx(30.0) and s.ends.mae_ms == pytest.approx(30.0)
+    assert s.starts.mean_signed_ms == pytest.approx(30.0)
+    assert s.starts.within[20] == 0.0 and s.starts.within[50] == 1.0
+    assert s.starts.f1[20] == 0.0 and s.starts.f1[50] == 1.0
+    early = score([(REF, [(w.word, w.start - 0.030, w.end) for w in REF])])
+    assert early.starts.mean_signed_ms == pytest.approx(-30.0) and early.ends.mae_ms == pytest.approx(0)
+
+
+def test_dropped_and_inserted_words_are_counted_not_matched():
+    # "quick" dropped, "red" inserted where "brown" was: the neighbours must not be paired
+    hyp = [("the", 0.5, 0.62), ("red", 0.62, 1.30), ("fox", 1.80, 2.20)]
+    s = score([(REF, hyp)])
+    assert s.matched == 2 and s.dropped == 2 and s.inserted == 1
+    assert s.starts.mae_ms == pytest.approx(0.0, abs=1e-9)
+    # recall counts the two missing words, precision the inserted one
+    assert s.starts.recall[50] == pytest.approx(2 / 4) and s.starts.precision[50] == pytest.approx(2 / 3)
+    assert s.starts.f1[50] == pytest.approx(2 * (0.5 * 2 / 3) / (0.5 + 2 / 3))
+
+
+def test_numbers_in_digits_match_spelled_words():
+    ref = [TimedWord("at", 0.0, 0.2), TimedWord("forty", 0.2, 0.5), TimedWord("two", 0.5, 0.8)]
+    s = score([(ref, [("at", 0.0, 0.2), ("42.", 0.2, 0.8)])])
+    assert s.matched == 3 and s.starts.n == 2 and s.ends.n == 2  # inner boundary not scored
+    assert s.starts.mae_ms == pytest.approx(0.0, abs=1e-9)
+    assert metrics.spell_number(1984) == ["nineteen", "eighty", "four"]
+
+
+def test_bad_spans_and_words_in_silence():
+    s = score([(REF, [("the", 0.5, 0.5), ("quick", 0.7, 0.6)])])
+    assert s.bad_spans == 2
+    ref = [TimedWord("a", 0.0, 0.3), TimedWord("b", 2.0, 2.3)]
+    assert metrics.words_in_silences([("b", 0.5, 1.5)], ref) == 1
+    assert metrics.words_in_silences([("b", 0.2, 1.5)], ref) == 0
+
+
+@pytest.fixture(scope="module")
+def paused_speech():
+    a = synthesize("Good morning everyone.", voice="en-us", lead_in_s=1.2, seed=1)
+    b = synthesize("Let us begin.", voice="en-us", tail_s=0.5, seed=2)
+    return concatenate([a, b], 1.5)
+
+
+def test_speech_spans_find_the_pauses(paused_speech):
+    spans = speech_spans(paused_speech.audio, 0.0, paused_speech.duration)
+    w = paused_speech.words
+    assert abs(spans[0][0] - w[0].start) <= 0.02  # onset after the lead-in
+    pause = [(a, b) for a, b in zip(spans[:-1, 1], spans[1:, 0]) if b - a > 1.0]
+    assert len(pause) == 1
+    assert abs(pause[0][0] - w[2].end) <= 0.02 and abs(pause[0][1] - w[3].start) <= 0.02
+
+
+def test_snap_words_moves_boundaries_out_of_silence(paused_speech):
+    w = paused_speech.words
+    spans = speech_spans(paused_speech.audio, 0.0, paused_speech.duration)
+    # the DTW's typical mistakes: first word from 0.0 s, a word stretched over the pause
+    starts = np.array([0.0, w[1].start, w[2].start, w[3].start - 0.9, w[4].start, w[5].start])
+    ends = np.array([w[1].start, w[2].start, w[3].start - 0.9, w[4].start, w[5].start, w[5].end + 0.4])
+    s, e = snap_words(starts, ends, spans, RefineOptions())
+    assert abs(s[0] - w[0].start) <= 0.02
+    assert abs(e[2] - w[2].end) <= 0.02 and abs(s[3] - w[3].start) <= 0.02
+    assert abs(e[-1] - w[-1].end) <= 0.02
+    assert np.all(e > s) and np.all(s[1:] >= e[:-1])
+
+
+def test_spans_stay_inside_the_audio():
+    speech = synthesize("Yes.", voice="en-gb")  # speech from the very first sample
+    spans = speech_spans(speech.audio, 0.0, speech.duration)
+    assert spans.min() >= 0.0 and spans.max() <= speech.duration
