@@ -13,19 +13,9 @@ import numba
 import numpy as np
 from numba import njit, parallel_chunksize, prange
 
+from .median import _hi, _lo  # branch-free min/max: compile to minss/maxss
+
 __all__ = ["dtw", "dtw_batch"]
-
-
-@njit(cache=True)
-def _lo(a, b):
-    # Both patterns compile to minss/maxss; a NaN in the input makes the call raise, so how
-    # these treat NaN never reaches a caller.
-    return a if a < b else b
-
-
-@njit(cache=True)
-def _hi(a, b):
-    return b if a < b else a
 
 
 @njit(cache=True)

@@ -17,6 +17,14 @@ from .backend import mx
 CAPTURE_MARGIN_S = 1.0  # attention frames kept beyond a segment's decoded start and end (s)
 
 
+def _layers(pairs: tuple[tuple[int, int], ...]) -> dict[int, mx.array]:
+    """{layer: head indices} for sorted (layer, head) pairs, as the decoder's probe expects."""
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in pairs:
+        by_layer.setdefault(layer, []).append(head)
+    return {layer: mx.array(heads) for layer, heads in sorted(by_layer.items())}
+
+
 class AttentionProbe:
     """Collects (tokens x heads x frames) alignment-head scores for each row of a batch."""
 
@@ -24,17 +32,10 @@ class AttentionProbe:
 
     def __init__(self, pairs: tuple[tuple[int, int], ...]):
         self.pairs = tuple(sorted(pairs))
-        by_layer: dict[int, list[int]] = {}
-        for layer, head in self.pairs:
-            by_layer.setdefault(layer, []).append(head)
-        self.layers = {layer: mx.array(heads) for layer, heads in by_layer.items()}
-        self._order = sorted(by_layer)
+        self.layers = _layers(self.pairs)
+        self._order = sorted(self.layers)
         self._pending: dict[int, mx.array] = {}
         self._steps: list[tuple[np.ndarray, mx.array]] = []
-
-    @property
-    def head_indices(self) -> dict[int, list[int]]:
-        return {layer: np.asarray(h).tolist() for layer, h in self.layers.items()}
 
     def take(self, layer: int, scores: mx.array) -> None:
         """Receive (B, heads, 1, frames) scores of one layer for the current step."""
@@ -108,11 +109,8 @@ class ForcedProbe:
 
     def __init__(self, pairs: tuple[tuple[int, int], ...]):
         self.pairs = tuple(sorted(pairs))
-        by_layer: dict[int, list[int]] = {}
-        for layer, head in self.pairs:
-            by_layer.setdefault(layer, []).append(head)
-        self.layers = {layer: mx.array(heads) for layer, heads in by_layer.items()}
-        self._order = sorted(by_layer)
+        self.layers = _layers(self.pairs)
+        self._order = sorted(self.layers)
         self._scores: dict[int, mx.array] = {}
 
     def take(self, layer: int, scores: mx.array) -> None:

@@ -9,7 +9,7 @@ tests, as openai-whisper does window by window.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -309,6 +309,3 @@ def decode_with_fallback(wm: WhisperModel, features: mx.array, options: Decoding
             break
     return results  # type: ignore[return-value]
 
-
-def with_language(options: DecodingOptions, language: str | None) -> DecodingOptions:
-    return replace(options, language=language)
