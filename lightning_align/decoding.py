@@ -37,6 +37,10 @@ class DecodingOptions:
     compression_ratio_threshold: float | None = 2.4
     logprob_threshold: float | None = -1.0
     no_speech_threshold: float | None = 0.6
+    # When every temperature fails: "best" keeps the most probable attempt that is not
+    # repetitive (faster-whisper's rule: the T=1.0 sample is usually the worst of them), "last"
+    # keeps the final one as openai-whisper does.
+    on_all_failed: str = "best"
     seed: int = 0
 
     def __post_init__(self):
@@ -44,6 +48,8 @@ class DecodingOptions:
             raise DecodingError(f"task {self.task!r}: use 'transcribe' or 'translate'.")
         if not self.temperatures or any(t < 0 for t in self.temperatures):
             raise DecodingError(f"temperatures {self.temperatures}: give one or more values >= 0.")
+        if self.on_all_failed not in ("best", "last"):
+            raise DecodingError(f"on_all_failed={self.on_all_failed!r}: use 'best' or 'last'.")
 
 
 @dataclass(frozen=True)
@@ -282,6 +288,14 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     return results
 
 
+def best_attempt(attempts: list[WindowResult], options: DecodingOptions) -> WindowResult:
+    """The attempt to keep when all failed: the highest mean log-probability among those under
+    the compression-ratio threshold, or among all when none is."""
+    limit = options.compression_ratio_threshold
+    plain = [a for a in attempts if limit is None or a.compression_ratio <= limit]
+    return max(plain or attempts, key=lambda a: a.avg_logprob)
+
+
 def decode_with_fallback(wm: WhisperModel, features: mx.array, options: DecodingOptions, *,
                          capture: bool = False, prompt: list[int] | None = None) -> list[WindowResult]:
     """Decode a batch of windows; re-decode failing windows at rising temperatures."""
@@ -292,7 +306,7 @@ def decode_with_fallback(wm: WhisperModel, features: mx.array, options: Decoding
     elif options.language:
         languages = [options.language] * n_rows
     rng = np.random.default_rng(options.seed)
-    results: list[WindowResult | None] = [None] * n_rows
+    attempts: list[list[WindowResult]] = [[] for _ in range(n_rows)]
     todo = np.arange(n_rows)
     for temperature in options.temperatures:
         rows = features if len(todo) == n_rows else features[mx.array(todo)]
@@ -301,11 +315,15 @@ def decode_with_fallback(wm: WhisperModel, features: mx.array, options: Decoding
                                prompt=prompt, rng=rng)
         failed = []
         for row, result in zip(todo, decoded):
-            results[row] = result
+            attempts[row].append(result)
             if result.needs_fallback(options):
                 failed.append(row)
         todo = np.array(failed, dtype=np.int64)
         if len(todo) == 0:
             break
+    results = [tried[-1] for tried in attempts]
+    if options.on_all_failed == "best":
+        for row in todo:
+            results[row] = best_attempt(attempts[row], options)
     return results  # type: ignore[return-value]
 

@@ -60,6 +60,24 @@ def test_greedy_tokens_equal_faster_whisper(model, short_speech):
     assert list(ours) == [t for t in theirs if t != tok.eot]
 
 
+@pytest.mark.parametrize("rule", ["best", "last"])
+def test_when_every_temperature_fails(model, short_speech, rule):
+    """A threshold nothing can pass makes every temperature fail: "best" keeps the most probable
+    attempt (faster-whisper's rule), "last" the T=1.0 sample (openai-whisper's)."""
+    features = model.model.embed_audio(mx.array(log_mel_window(short_speech.audio, 80)[None]))
+    temperatures = (0.0, 0.6, 1.0)
+    attempts = [decode_with_fallback(model, features, DecodingOptions(temperatures=(t,), seed=0))[0]
+                for t in temperatures]
+    kept = decode_with_fallback(model, features, DecodingOptions(
+        temperatures=temperatures, logprob_threshold=0.0, on_all_failed=rule, seed=0))[0]
+    if rule == "best":
+        assert kept.temperature == 0.0  # greedy is the most probable of the three here
+        assert kept.tokens == attempts[0].tokens  # greedy decoding is deterministic
+        assert kept.avg_logprob >= max(a.avg_logprob for a in attempts[1:])
+    else:
+        assert kept.temperature == 1.0
+
+
 def test_batched_equals_one_window_at_a_time(model, long_speech, long_transcript):
     single = la.transcribe(long_speech.audio, model=model, batch_size=1, keep_attention=False)
     assert [s["tokens"] for s in single["segments"]] == [s["tokens"] for s in long_transcript["segments"]]
