@@ -55,18 +55,31 @@ class AttentionProbe:
         in the batch) are dropped when the steps are collected."""
         self._steps.append((np.where(alive, rows, -1), scores))
 
-    def per_row(self, n_rows: int) -> list[np.ndarray]:
-        """-> for each original row, its (steps, heads, frames) float16 scores, in step order."""
+    def per_row(self, n_rows: int, audio_frames: np.ndarray | None = None
+                ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """-> (for each original row its (steps, heads, frames) float16 scores in step order,
+        and, given each row's number of audio frames, its (steps, heads) float32 softmax
+        log-normalizers over those frames (see `log_normalizers`), else None)."""
         if not self._steps:
-            return [np.zeros((0, len(self.pairs), 0), np.float16) for _ in range(n_rows)]
-        # One device-to-host copy for the whole batch, not one per step.
-        stacked = np.asarray(mx.concatenate([s for _, s in self._steps], axis=0))
+            empty = [np.zeros((0, len(self.pairs), 0), np.float16) for _ in range(n_rows)]
+            norms = [np.zeros((0, len(self.pairs)), np.float32) for _ in range(n_rows)]
+            return empty, (norms if audio_frames is not None else None)
         row_ids = np.concatenate([r for r, _ in self._steps])
-        live = row_ids >= 0
-        stacked, row_ids = stacked[live], row_ids[live]
-        order = np.argsort(row_ids, kind="stable")
-        counts = np.bincount(row_ids, minlength=n_rows)
-        return np.split(stacked[order], np.cumsum(counts)[:-1])
+        live = np.flatnonzero(row_ids >= 0)
+        order = live[np.argsort(row_ids[live], kind="stable")]
+        counts = np.bincount(row_ids[live], minlength=n_rows)
+        cuts = np.cumsum(counts)[:-1]
+        # Gather and normalize on the device, then one device-to-host copy for the whole batch.
+        stacked = mx.take(mx.concatenate([s for _, s in self._steps], axis=0), mx.array(order), axis=0)
+        norms = None
+        if audio_frames is not None:
+            frames = mx.array(np.asarray(audio_frames, np.int32)[row_ids[order]])
+            inside = mx.arange(stacked.shape[-1])[None, None, :] < frames[:, None, None]
+            masked = mx.where(inside, stacked.astype(mx.float32), -mx.inf)
+            norms = mx.logsumexp(masked, axis=-1)
+            mx.eval(stacked, norms)
+            norms = np.split(np.asarray(norms), cuts)
+        return np.split(np.asarray(stacked), cuts), norms
 
 
 class CapturedAttention:

@@ -67,6 +67,8 @@ class WindowResult:
     temperature: float
     language: str
     attention: np.ndarray | None = field(default=None, repr=False)
+    # (rows, heads) softmax log-normalizers of `attention` over the window's audio frames
+    log_norm: np.ndarray | None = field(default=None, repr=False)
     initial_tokens: tuple[int, ...] = ()  # prompt and start sequence the decode began with
 
     def needs_fallback(self, options: DecodingOptions) -> bool:
@@ -182,8 +184,12 @@ def compiled_step(wm: WhisperModel, probe_layers: dict | None) -> CompiledStep:
 def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions, *,
                  temperature: float = 0.0, capture: bool = False,
                  languages: list[str] | None = None, prompt: list[int] | None = None,
-                 rng: np.random.Generator | None = None) -> list[WindowResult]:
-    """Decode a batch of windows' audio features (B, 1500, C) at one temperature."""
+                 rng: np.random.Generator | None = None,
+                 audio_frames: np.ndarray | None = None) -> list[WindowResult]:
+    """Decode a batch of windows' audio features (B, 1500, C) at one temperature.
+
+    With `capture`, each result keeps its alignment-head attention; given `audio_frames` (per
+    row, the number of 20 ms encoder frames that hold audio) also its softmax normalizers."""
     n_rows = features.shape[0]
     dims = wm.dims
     if languages is None:
@@ -271,7 +277,7 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
             else:
                 step_logits = np.asarray(outputs[0])
 
-    attention = probe.per_row(n_rows) if probe else [None] * n_rows
+    attention, norms = probe.per_row(n_rows, audio_frames) if probe else ([None] * n_rows, None)
     results = []
     for row in range(n_rows):
         tokens = sampled[row]
@@ -284,6 +290,7 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
             avg_logprob=float(lps.sum() / (len(tokens) + 1)),
             no_speech_prob=float(no_speech[row]), compression_ratio=compression_ratio(text),
             temperature=float(temperature), language=languages[row], attention=attention[row],
+            log_norm=norms[row] if norms is not None else None,
             initial_tokens=tuple(int(t) for t in initial[row])))
     return results
 
@@ -297,8 +304,11 @@ def best_attempt(attempts: list[WindowResult], options: DecodingOptions) -> Wind
 
 
 def decode_with_fallback(wm: WhisperModel, features: mx.array, options: DecodingOptions, *,
-                         capture: bool = False, prompt: list[int] | None = None) -> list[WindowResult]:
-    """Decode a batch of windows; re-decode failing windows at rising temperatures."""
+                         capture: bool = False, prompt: list[int] | None = None,
+                         audio_frames: np.ndarray | None = None) -> list[WindowResult]:
+    """Decode a batch of windows; re-decode failing windows at rising temperatures.
+    `audio_frames`: per window, its number of 20 ms encoder frames holding audio (see
+    `decode_batch`)."""
     n_rows = features.shape[0]
     languages = None
     if wm.is_multilingual and options.language is None:
@@ -312,7 +322,8 @@ def decode_with_fallback(wm: WhisperModel, features: mx.array, options: Decoding
         rows = features if len(todo) == n_rows else features[mx.array(todo)]
         decoded = decode_batch(wm, rows, options, temperature=temperature, capture=capture,
                                languages=[languages[i] for i in todo] if languages else None,
-                               prompt=prompt, rng=rng)
+                               prompt=prompt, rng=rng,
+                               audio_frames=None if audio_frames is None else np.asarray(audio_frames)[todo])
         failed = []
         for row, result in zip(todo, decoded):
             attempts[row].append(result)

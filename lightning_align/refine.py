@@ -11,6 +11,7 @@ Boundaries inside continuous speech are left where the DTW put them.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,22 +39,51 @@ class RefineOptions:
     context_s: float = 2.0
 
 
+class Envelope:
+    """Level in dB of 20 ms frames every 10 ms over a whole recording, computed once.
+
+    Frame k is centred on k * 10 ms and covers [k * 10 ms - 10 ms, k * 10 ms + 10 ms); every
+    segment of a transcript slices the same envelope instead of re-reading its samples.
+    """
+
+    def __init__(self, samples: np.ndarray):
+        hop = int(HOP_S * SAMPLE_RATE)
+        x = np.asarray(samples, np.float32)
+        padded = np.concatenate([np.zeros(hop, np.float32), np.square(x, dtype=np.float32),
+                                 np.zeros(hop, np.float32)])
+        csum = np.concatenate([[0.0], np.cumsum(padded, dtype=np.float64)])
+        centres = np.arange(len(x) // hop) * hop + hop  # in padded coordinates
+        energy = (csum[centres + hop] - csum[centres - hop]) / (2 * hop)
+        self.db = (10.0 * np.log10(energy + 1e-10)).astype(np.float32)
+
+    def levels(self, t0_s: float, t1_s: float) -> tuple[float, np.ndarray]:
+        """(time of the first frame's centre in s, levels of the frames centred in [t0, t1))."""
+        k0 = min(len(self.db), max(0, int(np.ceil(t0_s / HOP_S - 1e-9))))
+        k1 = min(len(self.db), max(k0, int(np.ceil(t1_s / HOP_S - 1e-9))))
+        return k0 * HOP_S, self.db[k0:k1]
+
+
+_envelopes: list[tuple[np.ndarray, Envelope]] = []
+_envelopes_lock = threading.Lock()
+
+
+def envelope_of(samples: np.ndarray) -> Envelope:
+    """The `Envelope` of `samples`, remembered for the last few recordings (by identity)."""
+    with _envelopes_lock:
+        for held, env in _envelopes:
+            if held is samples:
+                return env
+    env = Envelope(samples)
+    with _envelopes_lock:
+        _envelopes.insert(0, (samples, env))
+        del _envelopes[4:]
+    return env
+
+
 def frame_levels(samples: np.ndarray, t0_s: float, t1_s: float) -> tuple[float, np.ndarray]:
-    """Level in dB of 20 ms frames every 10 ms between t0_s and t1_s: (time of frame 0's
-    centre in s, levels); frame k covers [t0 + k * 10 ms - 10 ms, t0 + k * 10 ms + 10 ms)."""
-    hop = int(HOP_S * SAMPLE_RATE)
-    a = max(0, int(round(t0_s * SAMPLE_RATE)))
-    b = min(len(samples), int(round(t1_s * SAMPLE_RATE)))
-    if b - a < 2 * hop:
-        return a / SAMPLE_RATE, np.zeros(0, np.float32)
-    x = np.asarray(samples[a:b], np.float32)
-    power = np.square(x, dtype=np.float32)
-    padded = np.concatenate([np.zeros(hop, np.float32), power, np.zeros(hop, np.float32)])
-    csum = np.concatenate([[0.0], np.cumsum(padded, dtype=np.float64)])
-    n = (b - a) // hop
-    centres = np.arange(n) * hop + hop  # in padded coordinates
-    energy = (csum[centres + hop] - csum[centres - hop]) / (2 * hop)
-    return a / SAMPLE_RATE, (10.0 * np.log10(energy + 1e-10)).astype(np.float32)
+    """Level in dB of 20 ms frames every 10 ms centred between t0_s and t1_s: (time of frame
+    0's centre in s, levels); see `Envelope` for the frame grid."""
+    return envelope_of(samples).levels(t0_s, t1_s)
 
 
 def speech_spans(samples: np.ndarray, t0_s: float, t1_s: float,
@@ -61,7 +91,7 @@ def speech_spans(samples: np.ndarray, t0_s: float, t1_s: float,
     """(n, 2) array of [start, end) seconds of speech between t0_s and t1_s; pauses shorter
     than `options.min_pause_s` are bridged."""
     origin, db = frame_levels(samples, t0_s, t1_s)
-    if len(db) == 0:
+    if len(db) < 2:
         return np.zeros((0, 2))
     floor = float(np.percentile(db, options.floor_percentile))
     threshold = max(floor + options.speech_db, float(db.max()) - options.below_peak_db)

@@ -138,7 +138,8 @@ def _batched(wm, samples, options, context, capture, batch_size, progress, verbo
         for first in range(0, len(pending), batch_size):
             batch = pending[first : first + batch_size]
             features = _encode(wm, samples, batch)
-            results = decode_with_fallback(wm, features, options, capture=capture, prompt=prompt)
+            results = decode_with_fallback(wm, features, options, capture=capture, prompt=prompt,
+                                           audio_frames=[_audio_frames(w) for w in batch])
             del features
             batch_segments = []
             for window, result in zip(batch, results):
@@ -211,7 +212,8 @@ def _sequential(wm, samples, options, context, capture, condition, progress, ver
         features = _encode(wm, samples, [window])
         prompt = [tokenizer.sot_prev] + history[-(wm.dims.n_text_ctx // 2 - 1):] if history else None
         opts = replace(options, language=language) if language else options
-        result = decode_with_fallback(wm, features, opts, capture=capture, prompt=prompt)[0]
+        result = decode_with_fallback(wm, features, opts, capture=capture, prompt=prompt,
+                                      audio_frames=[_audio_frames(window)])[0]
         language = language or result.language
         new = window_segments(wm, window, result, opts, context, len(segments), final=False)
         advance = _seek_advance(result, tokenizer.timestamp_begin, window)
@@ -266,6 +268,11 @@ def split_tokens(tokens: tuple[int, ...], ts_begin: int, final: bool) -> list[tu
     return ranges
 
 
+def _audio_frames(window: Window) -> int:
+    """Encoder frames (20 ms) of `window` that hold audio; the rest is padding."""
+    return int(np.ceil((window.end - window.start) / SAMPLE_RATE * TOKENS_PER_SECOND))
+
+
 def window_segments(wm: WhisperModel, window: Window, result: WindowResult,
                     options: DecodingOptions, context: TranscriptContext, first_id: int,
                     final: bool) -> list[Segment]:
@@ -277,8 +284,10 @@ def window_segments(wm: WhisperModel, window: Window, result: WindowResult,
     ts_begin = tokenizer.timestamp_begin
     tokens = result.tokens
     window_len = window.end_s - window.start_s
-    audio_frames = int(np.ceil((window.end - window.start) / SAMPLE_RATE * TOKENS_PER_SECOND))
-    log_norm = log_normalizers(result.attention, audio_frames) if result.attention is not None else None
+    audio_frames = _audio_frames(window)
+    log_norm = result.log_norm
+    if log_norm is None and result.attention is not None:
+        log_norm = log_normalizers(result.attention, audio_frames)
     segments = []
     serial = first_id
     for i0, i1 in split_tokens(tokens, ts_begin, final):

@@ -33,12 +33,15 @@ def word_timings(tokenizer, text_tokens: list[int], token_probs: np.ndarray,
         return []
     words, word_tokens = tokenizer.split_to_word_tokens(list(text_tokens))
     boundaries = np.cumsum([0] + [len(t) for t in word_tokens])
-    starts = np.append(np.asarray(token_starts, np.float64), token_end)
+    starts = np.append(np.asarray(token_starts, np.float64), token_end).tolist()
+    # per-word mean probability from one cumulative sum, not one np.mean per word
+    csum = np.concatenate([[0.0], np.cumsum(token_probs, dtype=np.float64)]).tolist()
+    bounds = boundaries.tolist()
     out = []
     for i, (word, tokens) in enumerate(zip(words, word_tokens)):
-        a, b = boundaries[i], boundaries[i + 1]
-        out.append(WordTiming(word, list(tokens), float(starts[a]), float(starts[b]),
-                              float(np.mean(token_probs[a:b])) if b > a else 0.0))
+        a, b = bounds[i], bounds[i + 1]
+        out.append(WordTiming(word, list(tokens), starts[a], starts[b],
+                              (csum[b] - csum[a]) / (b - a) if b > a else 0.0))
     return out
 
 

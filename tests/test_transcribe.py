@@ -78,6 +78,23 @@ def test_when_every_temperature_fails(model, short_speech, rule):
         assert kept.temperature == 1.0
 
 
+def test_device_normalizers_equal_numpy(model, short_speech):
+    """The softmax normalizers computed where the attention is captured equal numpy's, over each
+    row's own audio frames (two windows of different lengths in one batch)."""
+    from lightning_align.capture import log_normalizers
+
+    audios = [short_speech.audio, short_speech.audio[: len(short_speech.audio) // 2]]
+    features = model.model.embed_audio(mx.array(np.stack([log_mel_window(a, 80) for a in audios])))
+    frames = [int(np.ceil(len(a) / 16000 * 50)) for a in audios]
+    results = decode_with_fallback(model, features, DecodingOptions(temperatures=(0.0,)),
+                                   capture=True, audio_frames=frames)
+    for result, n in zip(results, frames):
+        assert result.log_norm.shape == result.attention.shape[:2]
+        np.testing.assert_allclose(result.log_norm, log_normalizers(result.attention, n),
+                                   rtol=1e-5, atol=1e-4)
+    assert not np.allclose(results[0].log_norm[:1], log_normalizers(results[0].attention[:1], frames[1]))
+
+
 def test_batched_equals_one_window_at_a_time(model, long_speech, long_transcript):
     single = la.transcribe(long_speech.audio, model=model, batch_size=1, keep_attention=False)
     assert [s["tokens"] for s in single["segments"]] == [s["tokens"] for s in long_transcript["segments"]]
