@@ -1,6 +1,6 @@
 """Where the time of one `transcribe` goes: mel, encoder, decoding, segments, alignment.
 
-    python -m bench.breakdown AUDIO.npy [--batch-size B] [--tile N]
+    python -m bench.breakdown AUDIO.npy [--batch-size B] [--tile N] [--window-s S]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ def main(argv=None) -> int:
     p.add_argument("audio")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--tile", type=int, default=1)
+    p.add_argument("--window-s", type=float, default=None, help="window cap (default: auto)")
     args = p.parse_args(argv)
 
     import importlib
@@ -63,11 +64,12 @@ def main(argv=None) -> int:
     tr._encode = encode
 
     for words in (False, True):
-        la.transcribe(samples, model=wm, batch_size=args.batch_size, word_timestamps=words)
+        la.transcribe(samples, model=wm, batch_size=args.batch_size, word_timestamps=words,
+                      window_s=args.window_s)
         totals.clear()
         t = time.perf_counter()
         result = la.transcribe(samples, model=wm, batch_size=args.batch_size, word_timestamps=words,
-                               keep_attention=words)
+                               keep_attention=words, window_s=args.window_s)
         wall = time.perf_counter() - t
         print(json.dumps({"words": words, "wall_s": round(wall, 4), "audio_s": len(samples) / 16000,
                           "segments": len(result["segments"]),

@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
 # On the GPU machine (after ../shared/tools/device-stage's calls): speed of lightning-align and
 # its peers, same machine, same weights, same audio. Writes JSON lines under $OUT.
+# Knobs: AUDIO, REF (its text: adds WER), TILE, LIGHTNING, BATCHES, WINDOWS, PEERS, BREAK.
 set -uo pipefail
 source .device-stage/payload/device-install --env-only
 [ -d /tmp/site/numba ] || tar -xJf .whl/numba-llvmlite-py312.tar.xz -C /tmp/site
 ln -sfn ../kernels lightning_align/kernels
 export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1
 audio=${AUDIO:-.benchdata/speech450.npy}
+ref=${REF:-${audio%.npy}.txt}
+refarg=(); [ -f "$ref" ] && refarg=(--reference "$ref")
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -m bench.breakdown "$audio" --batch-size 32 2>&1 | tee -a "$OUT/breakdown.jsonl"
-python3 -m bench.throughput "$audio" --tile "${TILE:-4}" --systems "${LIGHTNING:-lightning,lightning+capture,lightning+words}" \
-    --batch-sizes "${BATCHES:-16,32,64}" --out "$OUT/gpu.jsonl" 2>&1 | cut -c1-170
-python3 -m bench.throughput "$audio" --systems "${PEERS:-mlx-whisper,mlx-whisper+words,openai-whisper,openai-whisper+words,lightning,lightning+words}" \
-    --batch-sizes 32 --out "$OUT/gpu.jsonl" 2>&1 | cut -c1-170
+if [ -n "${BREAK:-1}" ]; then
+  for w in ${BREAK_WINDOWS:-30 auto}; do
+    warg=(); [ "$w" != auto ] && warg=(--window-s "$w")
+    python3 -m bench.breakdown "$audio" "${warg[@]}" 2>&1 | sed "s/^{/{\"window_s\": \"$w\", /" | tee -a "$OUT/breakdown.jsonl"
+  done
+fi
+for tile in ${TILE:-1 4}; do
+  python3 -m bench.throughput "$audio" --tile "$tile" --systems "${LIGHTNING:-lightning,lightning+words}" \
+      --batch-sizes "${BATCHES:-64}" --window-s "${WINDOWS:-30,auto}" "${refarg[@]}" --out "$OUT/gpu.jsonl" 2>&1 | cut -c1-200
+done
+[ -n "${PEERS-mlx-whisper,mlx-whisper+words}" ] && python3 -m bench.throughput "$audio" \
+    --systems "${PEERS:-mlx-whisper,mlx-whisper+words},lightning,lightning+words" --batch-sizes 64 \
+    "${refarg[@]}" --out "$OUT/gpu.jsonl" 2>&1 | cut -c1-200
+exit 0

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import systems
+from .wer import word_error_rate
 
 
 def load_samples(path: str, tile: int = 1) -> np.ndarray:
@@ -59,6 +60,9 @@ def main(argv=None) -> int:
     p.add_argument("--tile", type=int, default=1, help="repeat the audio N times")
     p.add_argument("--systems", default="lightning,lightning+words,mlx-whisper,mlx-whisper+words")
     p.add_argument("--batch-sizes", default="", help="comma-separated, for lightning (default: auto)")
+    p.add_argument("--window-s", default="", help="comma-separated window caps for lightning, "
+                   "seconds or 'auto' (the library's default)")
+    p.add_argument("--reference", default=None, help="text file of the spoken words: adds WER")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -72,20 +76,23 @@ def main(argv=None) -> int:
     info = machine()
     out = open(args.out, "a") if args.out else None
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b] or [None]
+    windows = [None if w == "auto" else float(w) for w in args.window_s.split(",") if w] or [None]
+    reference = open(args.reference).read() if args.reference else None
 
     def runners():
         for name in args.systems.split(","):
             if name.startswith("lightning"):
-                for b in batch_sizes:
+                for b, w in ((b, w) for b in batch_sizes for w in windows):
+                    kw = {"model": wm, "batch_size": b, "window_s": w}
                     if name == "lightning":
-                        yield name, b, lambda b=b: systems.lightning(samples, model=wm, batch_size=b)
+                        yield name, (b, w), lambda kw=kw: systems.lightning(samples, **kw)
                     elif name == "lightning+capture":
-                        yield name, b, lambda b=b: systems.lightning(samples, model=wm, batch_size=b, keep_attention=True)
+                        yield name, (b, w), lambda kw=kw: systems.lightning(samples, keep_attention=True, **kw)
                     elif name == "lightning+words":
-                        yield name, b, lambda b=b: systems.lightning(samples, model=wm, batch_size=b, words=True)
+                        yield name, (b, w), lambda kw=kw: systems.lightning(samples, words=True, **kw)
                     elif name.startswith("lightning+lazy"):
                         frac = float(name.split("lazy")[1]) / 100
-                        yield name, b, lambda b=b, f=frac: sum_runs(systems.lightning_lazy(samples, model=wm, fraction=f, batch_size=b))
+                        yield name, (b, w), lambda kw=kw, f=frac: sum_runs(systems.lightning_lazy(samples, fraction=f, **kw))
             elif name == "mlx-whisper":
                 yield name, None, lambda: systems.mlx_whisper(samples, fp16=gpu)
             elif name == "mlx-whisper+words":
@@ -101,13 +108,19 @@ def main(argv=None) -> int:
             else:
                 raise SystemExit(f"unknown system {name}")
 
-    for name, batch, run in runners():
+    for name, settings, run in runners():
+        batch, window = settings if isinstance(settings, tuple) else (settings, None)
         run()  # warm-up: compilation, caches, first-call costs
         for _ in range(args.repeat):
             r = run()
             row = {"system": name, "batch_size": batch, "audio_s": round(audio_s, 2),
                    "wall_s": round(r.wall_s, 4), "rtf": round(audio_s / r.wall_s, 2),
                    "segments": len(r.segments), "words": r.words, "time": time.time(), **info}
+            if name.startswith("lightning"):
+                row["window_s"] = window if window is not None else "auto"
+            if reference is not None:
+                text = " ".join(s["text"] if isinstance(s, dict) else s.text for s in r.segments)
+                row["wer"] = round(word_error_rate(" ".join([reference] * args.tile), text), 4)
             line = json.dumps(row)
             print(line, flush=True)
             if out:

@@ -26,60 +26,55 @@ def _layers(pairs: tuple[tuple[int, int], ...]) -> dict[int, mx.array]:
 
 
 class AttentionProbe:
-    """Collects (tokens x heads x frames) alignment-head scores for each row of a batch."""
+    """Collects (tokens x heads x frames) alignment-head scores, and their softmax normalizers,
+    for each row of a batch. `frames[row]`: the row's audio frames (default: all 1500)."""
 
     all_positions = False
 
-    def __init__(self, pairs: tuple[tuple[int, int], ...]):
+    def __init__(self, pairs: tuple[tuple[int, int], ...], frames: np.ndarray | None = None):
         self.pairs = tuple(sorted(pairs))
         self.layers = _layers(self.pairs)
+        self.frames = None if frames is None else np.asarray(frames, np.int32)
         self._order = sorted(self.layers)
         self._pending: dict[int, mx.array] = {}
-        self._steps: list[tuple[np.ndarray, mx.array]] = []
+        self._steps: list[tuple[np.ndarray, mx.array, mx.array]] = []
+
+    def frames_of(self, rows: np.ndarray) -> mx.array | None:
+        """The audio frames of batch rows `rows` (original row ids), for the compiled step."""
+        return None if self.frames is None else mx.array(self.frames[rows])
 
     def take(self, layer: int, scores: mx.array) -> None:
         """Receive (B, heads, 1, frames) scores of one layer for the current step."""
         self._pending[layer] = scores
 
-    def end_step(self, rows: np.ndarray) -> mx.array:
-        """Close a step whose batch rows are `rows` (original row ids); returns the lazy array to
+    def end_step(self, rows: np.ndarray) -> list[mx.array]:
+        """Close a step whose batch rows are `rows` (original row ids); returns the lazy arrays to
         evaluate together with the step's logits."""
         scores = mx.concatenate([self._pending[layer][:, :, -1, :] for layer in self._order], axis=1)
-        scores = (scores - scores.max(axis=-1, keepdims=True)).astype(mx.float16)
-        self._steps.append((rows.copy(), scores))
+        scores, norms = scores_and_normalizers(scores, self.frames_of(rows))
+        self._steps.append((rows.copy(), scores, norms))
         self._pending.clear()
-        return scores
+        return [scores, norms]
 
-    def record(self, rows: np.ndarray, alive: np.ndarray, scores: mx.array) -> None:
-        """Keep one compiled step's (B, heads, frames) scores; rows not `alive` (finished, still
-        in the batch) are dropped when the steps are collected."""
-        self._steps.append((np.where(alive, rows, -1), scores))
+    def record(self, rows: np.ndarray, alive: np.ndarray, captured: tuple[mx.array, mx.array]) -> None:
+        """Keep one compiled step's (B, heads, frames) scores and (B, heads) normalizers; rows not
+        `alive` (finished, still in the batch) are dropped when the steps are collected."""
+        self._steps.append((np.where(alive, rows, -1), *captured))
 
-    def per_row(self, n_rows: int, audio_frames: np.ndarray | None = None
-                ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
-        """-> (for each original row its (steps, heads, frames) float16 scores in step order,
-        and, given each row's number of audio frames, its (steps, heads) float32 softmax
-        log-normalizers over those frames (see `log_normalizers`), else None)."""
+    def per_row(self, n_rows: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """-> for each original row, its (steps, heads, frames) float16 scores and (steps, heads)
+        float32 log-normalizers, in step order."""
         if not self._steps:
-            empty = [np.zeros((0, len(self.pairs), 0), np.float16) for _ in range(n_rows)]
-            norms = [np.zeros((0, len(self.pairs)), np.float32) for _ in range(n_rows)]
-            return empty, (norms if audio_frames is not None else None)
-        row_ids = np.concatenate([r for r, _ in self._steps])
+            return ([np.zeros((0, len(self.pairs), 0), np.float16) for _ in range(n_rows)],
+                    [np.zeros((0, len(self.pairs)), np.float32) for _ in range(n_rows)])
+        # One device-to-host copy for the whole batch, not one per step.
+        stacked = np.asarray(mx.concatenate([s for _, s, _ in self._steps], axis=0))
+        norms = np.asarray(mx.concatenate([n for _, _, n in self._steps], axis=0))
+        row_ids = np.concatenate([r for r, _, _ in self._steps])
         live = np.flatnonzero(row_ids >= 0)
         order = live[np.argsort(row_ids[live], kind="stable")]
-        counts = np.bincount(row_ids[live], minlength=n_rows)
-        cuts = np.cumsum(counts)[:-1]
-        # Gather and normalize on the device, then one device-to-host copy for the whole batch.
-        stacked = mx.take(mx.concatenate([s for _, s in self._steps], axis=0), mx.array(order), axis=0)
-        norms = None
-        if audio_frames is not None:
-            frames = mx.array(np.asarray(audio_frames, np.int32)[row_ids[order]])
-            inside = mx.arange(stacked.shape[-1])[None, None, :] < frames[:, None, None]
-            masked = mx.where(inside, stacked.astype(mx.float32), -mx.inf)
-            norms = mx.logsumexp(masked, axis=-1)
-            mx.eval(stacked, norms)
-            norms = np.split(np.asarray(norms), cuts)
-        return np.split(np.asarray(stacked), cuts), norms
+        cuts = np.cumsum(np.bincount(row_ids[live], minlength=n_rows))[:-1]
+        return np.split(stacked[order], cuts), np.split(norms[order], cuts)
 
 
 class CapturedAttention:
@@ -107,6 +102,19 @@ class CapturedAttention:
     def weights(self) -> np.ndarray:
         """Softmax attention weights (rows, heads, frames) float32 over the stored frames."""
         return np.exp(self.scores.astype(np.float32) - self.log_norm[:, :, None])
+
+
+def scores_and_normalizers(scores: mx.array, frames: mx.array | None) -> tuple[mx.array, mx.array]:
+    """(B, heads, frames) attention scores -> (scores minus their row max as float16, and the
+    softmax log-normalizer of those float16 scores over each row's first `frames[b]` frames,
+    (B, heads) float32). Storing the normalizer lets the alignment stage rebuild the exact
+    softmax weights from scores kept only around a segment."""
+    s = (scores - scores.max(axis=-1, keepdims=True)).astype(mx.float16)
+    s32 = s.astype(mx.float32)
+    if frames is not None:
+        inside = mx.arange(s.shape[-1])[None, None, :] < frames[:, None, None]
+        s32 = mx.where(inside, s32, -mx.inf)
+    return s, mx.logsumexp(s32, axis=-1)
 
 
 def log_normalizers(scores: np.ndarray, n_frames: int) -> np.ndarray:

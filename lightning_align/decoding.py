@@ -205,7 +205,7 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     sample_len = options.sample_len or dims.n_text_ctx // 2
     sample_len = min(sample_len, dims.n_text_ctx - initial.shape[1])
 
-    probe = AttentionProbe(wm.alignment_heads.pairs) if capture else None
+    probe = AttentionProbe(wm.alignment_heads.pairs, audio_frames) if capture else None
     state = DecoderState(wm.model.decoder, features, probe.layers if probe else None)
     vocab = dims.n_vocab
     suppress = _suppress_mask(tok, vocab, options)
@@ -224,7 +224,7 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     suppress_mx = mx.array(suppress) if on_device else None
     with wm.lock:
         logits = wm.model.decoder.step(mx.array(initial), state, probe, positions=(sot_index, -1))
-        pending = [logits] + ([probe.end_step(rows)] if probe else [])
+        pending = [logits] + (probe.end_step(rows) if probe else [])
         mx.eval(*pending)
         host = np.asarray(logits)
         at_sot = host[:, 0, :]
@@ -233,6 +233,7 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
         step_logits = np.ascontiguousarray(host[:, 1, :])
         chosen = np.empty(n_rows, np.int32)
         chosen_lp = np.empty(n_rows, np.float32)
+        frames = probe.frames_of(rows) if probe else None
         for step in range(sample_len):
             b = len(rows)
             if step_logits is not None:
@@ -255,20 +256,22 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
                 rules.select(keep)
                 rows, alive = rows[keep], alive[keep]
                 next_tokens = chosen[:b][keep]
+                frames = probe.frames_of(rows) if probe else None
             else:
                 next_tokens = np.where(alive, chosen[:b], tok.eot).astype(np.int32)
             if on_device:
                 rule_arrays = [suppress_mx] + [mx.array(a) for a in (
                     rules.text_ok, rules.eot_ok, rules.ts_min, rules.ts_max, rules.ts_rule, rules.blank)]
-                new, new_lp, scores = step_fn.select(mx.array(next_tokens[:, None]), state,
-                                                     rule_arrays, tok.eot, tok.timestamp_begin)
+                new, new_lp, captured = step_fn.select(mx.array(next_tokens[:, None]), state,
+                                                       rule_arrays, tok.eot, tok.timestamp_begin,
+                                                       frames)
                 outputs = [new, new_lp]
             else:
-                logits, scores = step_fn(mx.array(next_tokens[:, None]), state)
+                logits, captured = step_fn(mx.array(next_tokens[:, None]), state, frames)
                 outputs = [logits]
             if probe:
-                probe.record(rows, alive, scores)
-                outputs.append(scores)
+                probe.record(rows, alive, captured)
+                outputs.extend(captured)
             mx.eval(*outputs)
             if on_device:
                 b = len(rows)
@@ -277,7 +280,7 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
             else:
                 step_logits = np.asarray(outputs[0])
 
-    attention, norms = probe.per_row(n_rows, audio_frames) if probe else ([None] * n_rows, None)
+    attention, norms = probe.per_row(n_rows) if probe else ([None] * n_rows, [None] * n_rows)
     results = []
     for row in range(n_rows):
         tokens = sampled[row]
@@ -290,7 +293,7 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
             avg_logprob=float(lps.sum() / (len(tokens) + 1)),
             no_speech_prob=float(no_speech[row]), compression_ratio=compression_ratio(text),
             temperature=float(temperature), language=languages[row], attention=attention[row],
-            log_norm=norms[row] if norms is not None else None,
+            log_norm=norms[row],
             initial_tokens=tuple(int(t) for t in initial[row])))
     return results
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import mlx.nn as nn
 
 from .backend import mx
+from .capture import scores_and_normalizers
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,8 @@ class CompiledStep:
     layer norms, GELUs and residual adds, and building the graph once instead of per step, is
     what makes batched decoding fast on a GPU, where a step is a few hundred small kernels.
     With `probe_layers`, the step also returns the alignment heads' scores (row max subtracted,
-    float16), computed inside the same graph.
+    float16) and their softmax log-normalizers over each row's audio frames (float32), computed
+    inside the same graph.
     """
 
     def __init__(self, decoder: TextDecoder, probe_layers: dict | None = None):
@@ -248,7 +250,7 @@ class CompiledStep:
         self._fn_select = mx.compile(self._step_select)
         self._special = (0, 0)
 
-    def _step(self, tokens, offset, keys, values, cross, probe_keys):
+    def _step(self, tokens, offset, keys, values, cross, probe_keys, frames):
         d = self.decoder
         x = d.token_embedding(tokens) + mx.take(d.positional_embedding, offset, axis=0)[None]
         x = x.astype(cross[0][0].dtype)
@@ -273,37 +275,48 @@ class CompiledStep:
             x = x + block.mlp(x)
         logits = (d.ln(x)[:, 0, :] @ self.projection).astype(mx.float32)
         if scores:
-            s = mx.concatenate(scores, axis=1)
-            s = (s - s.max(axis=-1, keepdims=True)).astype(mx.float16)
-            return logits, new_keys, new_values, s
+            s, norms = scores_and_normalizers(mx.concatenate(scores, axis=1), frames)
+            return logits, new_keys, new_values, s, norms
         return logits, new_keys, new_values
 
-    def _step_select(self, tokens, offset, keys, values, cross, probe_keys, rules):
+    def _step_select(self, tokens, offset, keys, values, cross, probe_keys, frames, rules):
         from .selection import select_tokens
 
-        out = self._step(tokens, offset, keys, values, cross, probe_keys)
+        out = self._step(tokens, offset, keys, values, cross, probe_keys, frames)
         chosen, logprobs = select_tokens(out[0], *rules, eot=self._special[0], ts_begin=self._special[1])
         return (chosen, logprobs) + tuple(out[1:])
 
-    def select(self, tokens: mx.array, state: DecoderState, rules: list, eot: int, ts_begin: int):
+    def select(self, tokens: mx.array, state: DecoderState, rules: list, eot: int, ts_begin: int,
+               frames: mx.array | None = None):
         """A step that also chooses the next token greedily on the device (see `selection`):
-        -> (tokens (B,), log-probabilities (B,), scores or None). Only B numbers per row leave
-        the device, not the (B, vocab) logits."""
+        -> (tokens (B,), log-probabilities (B,), (scores, normalizers) or None). Only B numbers
+        per row leave the device, not the (B, vocab) logits. `frames` (B,) int32: each row's
+        audio frames, over which the normalizers sum (default: all)."""
         if self._special != (eot, ts_begin):
             self._special = (eot, ts_begin)
             self._fn_select = mx.compile(self._step_select)
-        probe_keys = [state.probe_keys[layer] for layer in self.probe] if self.probe else []
+        probe_keys, frames = self._probe_inputs(state, frames, tokens.shape[0])
         out = self._fn_select(tokens, mx.array(state.offset, dtype=mx.int32), state.keys,
-                              state.values, state.cross, probe_keys, rules)
+                              state.values, state.cross, probe_keys, frames, rules)
         state.keys, state.values = out[2], out[3]
         state.offset += 1
-        return out[0], out[1], (out[4] if self.probe else None)
+        return out[0], out[1], (out[4], out[5]) if self.probe else None
 
-    def __call__(self, tokens: mx.array, state: DecoderState):
-        """Run one token per row (B, 1) at `state.offset`; -> (logits (B, V), scores or None)."""
-        probe_keys = [state.probe_keys[layer] for layer in self.probe] if self.probe else []
+    def __call__(self, tokens: mx.array, state: DecoderState, frames: mx.array | None = None):
+        """Run one token per row (B, 1) at `state.offset`; -> (logits (B, V), (scores,
+        normalizers) or None); `frames` as in `select`."""
+        probe_keys, frames = self._probe_inputs(state, frames, tokens.shape[0])
         out = self._fn(tokens, mx.array(state.offset, dtype=mx.int32), state.keys, state.values,
-                       state.cross, probe_keys)
+                       state.cross, probe_keys, frames)
         state.keys, state.values = out[1], out[2]
         state.offset += 1
-        return out[0], (out[3] if self.probe else None)
+        return out[0], (out[3], out[4]) if self.probe else None
+
+    def _probe_inputs(self, state: DecoderState, frames: mx.array | None, batch: int):
+        if not self.probe:
+            return [], mx.zeros((batch,), mx.int32)
+        probe_keys = [state.probe_keys[layer] for layer in self.probe]
+        if frames is None:
+            frames = mx.full((batch,), probe_keys[0].shape[-1], mx.int32)
+        return probe_keys, frames
+

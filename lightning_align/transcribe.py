@@ -33,11 +33,15 @@ def default_batch_size() -> int:
     return 64 if gpu_available() else 8
 
 
+MIN_WINDOW_S = 10.0
+
+
 def transcribe(
     audio: AudioInput,
     *,
     model: WhisperModel | str | None = None,
     batch_size: int | None = None,
+    window_s: float | None = None,
     word_timestamps: bool = False,
     keep_attention: bool = True,
     language: str | None = None,
@@ -58,6 +62,8 @@ def transcribe(
 
     Windows of <= 30 s are decoded `batch_size` at a time (default 64 on GPU, 8 on CPU); with
     `sequential=True` one window at a time, advancing as openai-whisper does (for parity).
+    `window_s` caps the window length (10-30 s, default 30; shorter windows were measured slower
+    on an H100 even when they fill a batch: docs/benchmarks.md).
     `keep_attention` captures the alignment heads' attention while decoding, so that `align`
     later needs no second pass; `word_timestamps=True` aligns every segment at once. Segment
     times are in seconds. `cache` bounds the captured attention (default: 512 MiB).
@@ -66,6 +72,10 @@ def transcribe(
                                    or batch_size < 1):
         raise DecodingError(f"batch_size={batch_size!r}: give a whole number of windows >= 1, "
                             "or None for the default.")
+    if window_s is not None and (isinstance(window_s, bool) or not isinstance(window_s, (int, float))
+                                 or not MIN_WINDOW_S <= window_s <= 30):
+        raise DecodingError(f"window_s={window_s!r}: give seconds between {MIN_WINDOW_S:g} and 30 "
+                            "(Whisper sees at most 30 s), or None for the default.")
     wm = model if isinstance(model, WhisperModel) else load_model(model)
     if language is not None and wm.is_multilingual:
         from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
@@ -98,7 +108,7 @@ def transcribe(
     else:
         segments, language_out = _batched(wm, samples, options, context, capture,
                                           batch_size or default_batch_size(), progress, verbose,
-                                          word_timestamps)
+                                          word_timestamps, float(window_s or 30.0))
     result = Transcript(segments=segments, text="".join(s["text"] for s in segments),
                         language=language_out, context=context)
     if word_timestamps:
@@ -119,11 +129,12 @@ def _encode(wm: WhisperModel, samples: np.ndarray, windows: list[Window]) -> mx.
 
 
 def _batched(wm, samples, options, context, capture, batch_size, progress, verbose,
-             word_timestamps=False):
+             word_timestamps=False, window_s=30.0):
     """Decode all windows in batches. A window whose text ends (end-of-text) more than
     `TAIL_S` before its end while speech follows is decoded again from where its text stopped,
     in a later round of batches: the batched counterpart of openai-whisper's seek."""
-    pending = [w for w in plan_windows(samples) if not is_silent(samples[w.start : w.end])]
+    pending = [w for w in plan_windows(samples, max_s=window_s, search_s=min(5.0, window_s / 4))
+               if not is_silent(samples[w.start : w.end])]
     prompt = prompt_tokens(wm.tokenizer(options.language, options.task), options.initial_prompt,
                            wm.dims.n_text_ctx)
     segments: list[Segment] = []

@@ -10,6 +10,7 @@ import pytest
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", "/tmp/lightning-align-hypothesis")
 
 import lightning_align as la  # noqa: E402
+from bench.wer import word_error_rate  # noqa: E402,F401  (re-exported for the tests)
 from lightning_align.synth import Speech, concatenate, synthesize  # noqa: E402
 
 SENTENCES = (
@@ -55,13 +56,3 @@ def long_transcript(model, long_speech):
     return la.transcribe(long_speech.audio, model=model, batch_size=4)
 
 
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Levenshtein distance over normalized words / reference words."""
-    norm = lambda s: "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in s).split()  # noqa: E731
-    ref, hyp = norm(reference), norm(hypothesis)
-    d = np.arange(len(hyp) + 1)
-    for i, r in enumerate(ref, 1):
-        prev, d[0] = d.copy(), i
-        for j, h in enumerate(hyp, 1):
-            d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (r != h))
-    return d[-1] / max(1, len(ref))

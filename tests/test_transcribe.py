@@ -138,3 +138,18 @@ def test_split_tokens(tokens, expected):
 
 def test_split_tokens_sequential_leaves_incomplete_text():
     assert split_tokens((50363, 1, 50380, 50380, 2, 3), 50363, final=False) == [(0, 3)]
+
+
+def test_window_cap(model, long_speech):
+    """`window_s` caps the decoding windows; the text stays right."""
+    result = la.transcribe(long_speech.audio, model=model, window_s=15)
+    seeks = sorted({s["seek"] for s in result["segments"]})
+    assert len(seeks) >= 5  # 62 s in windows of <= 15 s
+    assert max(np.diff(seeks)) <= 1500  # seek is in 10 ms frames
+    assert word_error_rate(long_speech.text, result["text"]) <= 0.2
+
+
+@pytest.mark.parametrize("bad", [0, 5, 31, "30", True])
+def test_window_cap_rejects_bad_values(model, bad):
+    with pytest.raises(la.errors.DecodingError, match="window_s"):
+        la.transcribe(np.zeros(16000, np.float32), model=model, window_s=bad)
