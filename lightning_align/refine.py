@@ -12,6 +12,7 @@ Boundaries inside continuous speech are left where the DTW put them.
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,19 +64,20 @@ class Envelope:
         return k0 * HOP_S, self.db[k0:k1]
 
 
-_envelopes: list[tuple[np.ndarray, Envelope]] = []
+_envelopes: list[tuple[weakref.ref, Envelope]] = []
 _envelopes_lock = threading.Lock()
 
 
 def envelope_of(samples: np.ndarray) -> Envelope:
-    """The `Envelope` of `samples`, remembered for the last few recordings (by identity)."""
+    """The `Envelope` of `samples`, remembered (by identity, without keeping the samples
+    alive) for the last few recordings."""
     with _envelopes_lock:
-        for held, env in _envelopes:
-            if held is samples:
+        for ref, env in _envelopes:
+            if ref() is samples:
                 return env
     env = Envelope(samples)
     with _envelopes_lock:
-        _envelopes.insert(0, (samples, env))
+        _envelopes.insert(0, (weakref.ref(samples), env))
         del _envelopes[4:]
     return env
 

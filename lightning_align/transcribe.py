@@ -16,6 +16,7 @@ from .decoding import DecodingOptions, WindowResult, decode_with_fallback, promp
 from .errors import DecodingError
 from .mel import CHUNK_SAMPLES, TOKENS_PER_SECOND, log_mel_batch, log_mel_window
 from .models import WhisperModel, load_model
+from .refine import envelope_of
 from .transcript import Segment, SegmentSource, Transcript, TranscriptContext
 from .windows import Window, is_silent, plan_windows
 
@@ -102,6 +103,8 @@ def transcribe(
                                 len(samples) / SAMPLE_RATE)
     if isinstance(audio, np.ndarray):
         context._samples = samples
+    else:
+        context.remember(samples)
     if sequential:
         segments, language_out = _sequential(wm, samples, options, context, capture,
                                              condition_on_previous_text, progress, verbose)
@@ -144,6 +147,8 @@ def _batched(wm, samples, options, context, capture, batch_size, progress, verbo
     # computes, so a batch's words are aligned in a thread while the next batch decodes.
     aligner = ThreadPoolExecutor(max_workers=1) if word_timestamps else None
     aligning = []
+    if aligner is not None:  # the signal refinement's energy envelope, while the GPU decodes
+        aligning.append(aligner.submit(envelope_of, samples))
     for _round in range(MAX_TAIL_ROUNDS + 1):
         tails: list[Window] = []
         for first in range(0, len(pending), batch_size):

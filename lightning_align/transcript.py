@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,17 +25,28 @@ class TranscriptContext:
     duration_s: float
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)
     _samples: np.ndarray | None = field(default=None, repr=False)
+    _loaded: "weakref.ref | None" = field(default=None, repr=False)
 
     def samples(self) -> np.ndarray | None:
-        """The audio as 16 kHz float32 (decoded again from a path when needed), or None."""
+        """The audio as 16 kHz float32, or None. Audio given as a path is not kept with the
+        transcript (230 MB per hour); it is decoded again only when no one holds the last copy."""
         if self._samples is not None:
             return self._samples
         if self.audio is None:
             return None
+        held = self._loaded() if self._loaded is not None else None
+        if held is not None:
+            return held
         samples = load_audio(self.audio)
         if isinstance(self.audio, np.ndarray):
             self._samples = samples
+        else:
+            self.remember(samples)
         return samples
+
+    def remember(self, samples: np.ndarray) -> None:
+        """Reuse `samples` (the decoded audio) for as long as someone else holds them."""
+        self._loaded = weakref.ref(samples)
 
 
 @dataclass(frozen=True)

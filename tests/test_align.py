@@ -198,3 +198,22 @@ def test_return_attention(model, short_speech):
     assert info.path[0][0] == 0 and info.path[0][-1] == rows - 1
     assert info.path[1][-1] == frames - 1
     assert info.weights.shape[1:] == (rows, frames)
+
+
+def test_audio_from_a_path_is_decoded_once_per_align_call(model, long_speech, tmp_path, monkeypatch):
+    """Signal refinement needs the samples of every segment; a transcript of a file must not
+    decode the file again for each one."""
+    import soundfile as sf
+
+    from lightning_align import transcript as transcript_module
+
+    path = tmp_path / "speech.wav"
+    sf.write(path, long_speech.audio, 16000, subtype="FLOAT")
+    result = la.transcribe(str(path), model=model)
+    assert len(result["segments"]) > 3
+    calls = []
+    real = transcript_module.load_audio
+    monkeypatch.setattr(transcript_module, "load_audio", lambda a, **k: calls.append(a) or real(a, **k))
+    la.align(result["segments"], force=True)
+    assert len(calls) == 1
+    assert all(seg["words"] for seg in result["segments"])
