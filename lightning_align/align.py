@@ -9,16 +9,14 @@ median filter over frames -> mean over heads (`kernels.alignment_matrix`, as ope
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .backend import mx
+from .calibration import CALIBRATION_FILE, Calibration, calibration  # noqa: F401  (public)
 from .capture import CAPTURE_MARGIN_S, CapturedAttention, ForcedProbe, log_normalizers
 from .errors import AlignmentError
 from .interop import as_segment_dicts
@@ -36,7 +34,6 @@ MAX_TOKEN_ID = 51866  # the largest Whisper vocabulary (large-v3)
 PLAIN_MARGIN_S = 1.0  # audio around a plain {"start", "end", "text"} segment for its forced pass
 
 Which = Any  # None | "all" | int | slice | Iterable[int] | Callable[[dict], bool]
-CALIBRATION_FILE = Path(__file__).with_name("data") / "timing_calibration.json"
 
 
 @dataclass(frozen=True)
@@ -70,30 +67,6 @@ class AlignOptions:
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """Per-model timing calibration: head weights (in `pairs` order) and lags (s)."""
-
-    pairs: tuple[tuple[int, int], ...]
-    head_weights: tuple[float, ...]
-    start_lag_s: float
-    end_lag_s: float
-
-
-@lru_cache(maxsize=8)
-def calibration(name: str, pairs: tuple[tuple[int, int], ...]) -> Calibration | None:
-    """The shipped calibration of model `name` with alignment heads `pairs`, or None."""
-    try:
-        table = json.loads(CALIBRATION_FILE.read_text())["models"]
-    except FileNotFoundError:
-        return None
-    entry = table.get(name)
-    if entry is None or tuple(map(tuple, entry["pairs"])) != tuple(pairs):
-        return None
-    return Calibration(tuple(map(tuple, entry["pairs"])), tuple(entry["head_weights"]),
-                       float(entry["start_lag_s"]), float(entry["end_lag_s"]))
-
-
-@dataclass(frozen=True)
 class Alignment:
     """What the alignment of one segment saw, for plots and research (times in seconds).
 
@@ -110,6 +83,7 @@ class Alignment:
     frame0_s: float
     words: list[dict]
     weights: np.ndarray | None = None  # (heads, rows, frames) softmax weights before filtering
+    heads: tuple[tuple[int, int], ...] = ()  # the (layer, head) of each row of `weights`
 
 
 def align(segments: Sequence[dict], which: Which = None, *, audio: AudioInput | None = None,
@@ -190,6 +164,7 @@ class _Group:
     weights: np.ndarray | None = None
     row_tokens: tuple[int, ...] = ()
     path: tuple[np.ndarray, np.ndarray] | None = None
+    heads: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(eq=False)
@@ -325,7 +300,7 @@ def _load_cached(audio: AudioInput) -> np.ndarray:
 
 def _forced(wm: WhisperModel, features, tokens: list[int]):
     """One forced pass: (scores (heads, positions, 1500), log-probabilities (positions, vocab))."""
-    probe = ForcedProbe(wm.alignment_heads.pairs)
+    probe = ForcedProbe(wm.captured_heads)
     state = DecoderState(wm.model.decoder, features, probe.layers)
     logits = wm.model.decoder.step(mx.array([tokens]), state, probe, positions=range(len(tokens)))
     logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
@@ -376,12 +351,13 @@ def _reference_pass(jobs: list[_Job], wm, features, n_samples: int, width: int, 
     sot = list(tok.sot_sequence)
     tokens = sot + [tok.no_timestamps] + text + [tok.eot]
     scores, logprobs = _forced(wm, features, tokens)
+    curated = tuple(map(tuple, wm.alignment_heads.pairs))
     n_frames = (n_samples // 160) // 2  # openai: num_frames // 2 of the mel window
-    w = scores[:, :, :n_frames]
+    w = scores[_head_rows(wm, curated), :, :n_frames]
     w = np.exp(w - w.max(-1, keepdims=True))
     w /= w.sum(-1, keepdims=True)
     group = _Group(w0, alignment_matrix(w.astype(np.float32), width)[len(sot) : -1], w,
-                   tuple([tok.no_timestamps] + text))
+                   tuple([tok.no_timestamps] + text), heads=curated)
     text_lp = logprobs[len(sot) : len(sot) + len(text), : tok.eot]
     text_lp = text_lp - np.log(np.exp(text_lp).sum(-1, keepdims=True))
     offset = 0
@@ -394,10 +370,13 @@ def _reference_pass(jobs: list[_Job], wm, features, n_samples: int, width: int, 
 
 def _onepass_group(job: _Job, width: int, eot: int, options: AlignOptions) -> None:
     entry = job.entry
-    weights = np.ascontiguousarray(entry.weights().transpose(1, 0, 2))  # (heads, rows, frames)
+    wm = _model_of(job)
     src = _source(job.segment)
     frame0 = (src.window_start_s if src else job.window0_s) + entry.frame_offset / TOKENS_PER_SECOND
     cal = _calibration_of(job, options) if options.head_weights else None
+    heads = cal.heads if cal is not None else tuple(map(tuple, wm.alignment_heads.pairs))
+    # (heads, rows, frames) softmax weights of the heads this alignment uses
+    weights = np.ascontiguousarray(entry.weights(_head_rows(wm, heads)).transpose(1, 0, 2))
     if cal is None:
         matrix = alignment_matrix(weights, width)
     else:  # standardization and median are per head: weight the heads' filtered matrices
@@ -406,7 +385,7 @@ def _onepass_group(job: _Job, width: int, eot: int, options: AlignOptions) -> No
                      for h in range(len(hw)) if hw[h] != 0) / hw.sum()
     if options.anchors:
         matrix = _anchored(matrix, job, frame0, options.anchor_slack_s)
-    job.group = _Group(frame0, matrix, weights, entry.tokens)
+    job.group = _Group(frame0, matrix, weights, entry.tokens, heads=heads)
     text_rows = [r for r, t in enumerate(entry.tokens) if 0 <= t < eot]
     after = text_rows[-1] + 1 if text_rows else 0
     job.rows_for_text = np.array(text_rows + [min(after, len(entry.tokens) - 1)])
@@ -418,6 +397,16 @@ def _calibration_of(job: _Job, options: AlignOptions) -> Calibration | None:
         return options.calibration
     wm = _model_of(job)
     return calibration(wm.name, tuple(map(tuple, wm.alignment_heads.pairs)))
+
+
+def _head_rows(wm: WhisperModel, heads) -> list[int]:
+    """Positions of `heads` among the heads the decoder captures (`wm.captured_heads`)."""
+    captured = wm.captured_heads
+    missing = [h for h in heads if tuple(h) not in captured]
+    if missing:
+        raise AlignmentError(f"heads {missing} are not captured by {wm.name} (it captures "
+                             f"{list(captured)}); a custom calibration may only weight those.")
+    return [captured.index(tuple(h)) for h in heads]
 
 
 def _anchored(matrix: np.ndarray, job: _Job, frame0: float, slack_s: float) -> np.ndarray:
@@ -477,7 +466,7 @@ def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments
             seg["start"], seg["end"] = round(start, 3), round(end, 3)
         g = job.group
         out.append(Alignment(job.index, method, g.matrix, g.row_tokens, g.path, g.frame0_s, words,
-                             g.weights))
+                             g.weights, g.heads))
     return out
 
 

@@ -99,9 +99,12 @@ class CapturedAttention:
         return (self.scores.nbytes + self.log_norm.nbytes + self.is_timestamp.nbytes
                 + self.token_logprobs.nbytes + 8 * len(self.tokens) + 64)
 
-    def weights(self) -> np.ndarray:
-        """Softmax attention weights (rows, heads, frames) float32 over the stored frames."""
-        return np.exp(self.scores.astype(np.float32) - self.log_norm[:, :, None])
+    def weights(self, heads: list[int] | None = None) -> np.ndarray:
+        """Softmax attention weights (rows, heads, frames) float32 over the stored frames, of
+        the captured heads at positions `heads` (default: all)."""
+        scores, norm = (self.scores, self.log_norm) if heads is None else (
+            self.scores[:, heads], self.log_norm[:, heads])
+        return np.exp(scores.astype(np.float32) - norm[:, :, None])
 
 
 def scores_and_normalizers(scores: mx.array, frames: mx.array | None) -> tuple[mx.array, mx.array]:

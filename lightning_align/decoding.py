@@ -173,12 +173,13 @@ def detect_languages(wm: WhisperModel, features: mx.array) -> list[tuple[str, di
 
 def compiled_step(wm: WhisperModel, probe_layers: dict | None) -> CompiledStep:
     """The model's compiled one-token step, with or without the alignment-head probe (cached)."""
+    heads = tuple((layer, tuple(np.asarray(h).tolist())) for layer, h in (probe_layers or {}).items())
     key = "_compiled_probe" if probe_layers else "_compiled_plain"
-    step = getattr(wm, key, None)
-    if step is None:
-        step = CompiledStep(wm.model.decoder, probe_layers)
-        setattr(wm, key, step)
-    return step
+    held = getattr(wm, key, None)
+    if held is None or held[0] != heads:  # compiled for other heads (see `extra_heads`)
+        held = (heads, CompiledStep(wm.model.decoder, probe_layers))
+        setattr(wm, key, held)
+    return held[1]
 
 
 def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions, *,
@@ -205,7 +206,7 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     sample_len = options.sample_len or dims.n_text_ctx // 2
     sample_len = min(sample_len, dims.n_text_ctx - initial.shape[1])
 
-    probe = AttentionProbe(wm.alignment_heads.pairs, audio_frames) if capture else None
+    probe = AttentionProbe(wm.captured_heads, audio_frames) if capture else None
     state = DecoderState(wm.model.decoder, features, probe.layers if probe else None)
     vocab = dims.n_vocab
     suppress = _suppress_mask(tok, vocab, options)

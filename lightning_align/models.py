@@ -17,6 +17,7 @@ from mlx.utils import tree_unflatten
 
 from . import checkpoints, ct2
 from .backend import gpu_available, mx, warn_if_slow_blas
+from .calibration import captured_heads
 from .errors import ModelError
 from .model import ModelDimensions, Whisper
 
@@ -53,6 +54,8 @@ class WhisperModel:
     alignment_heads: AlignmentHeads
     source: Path
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    # more heads to capture, for research and calibration (bench/accuracy/calibrate.py)
+    extra_heads: tuple[tuple[int, int], ...] = ()
 
     @property
     def dims(self) -> ModelDimensions:
@@ -65,6 +68,14 @@ class WhisperModel:
     @property
     def is_multilingual(self) -> bool:
         return self.model.is_multilingual
+
+    @property
+    def captured_heads(self) -> tuple[tuple[int, int], ...]:
+        """(layer, head) pairs whose cross-attention the decoder keeps: the curated alignment
+        heads, those of the shipped timing calibration (`calibration.captured_heads`) and any
+        `extra_heads`."""
+        heads = captured_heads(self.name, tuple(map(tuple, self.alignment_heads.pairs)))
+        return tuple(sorted(set(heads) | set(map(tuple, self.extra_heads)))) if self.extra_heads else heads
 
     def tokenizer(self, language: str | None = None, task: str = "transcribe"):
         """Whisper's tokenizer for this model (tiktoken vocabularies shipped with mlx-whisper)."""

@@ -95,3 +95,11 @@ def test_spans_stay_inside_the_audio():
     speech = synthesize("Yes.", voice="en-gb")  # speech from the very first sample
     spans = speech_spans(speech.audio, 0.0, speech.duration)
     assert spans.min() >= 0.0 and spans.max() <= speech.duration
+
+
+def test_calibration_and_evaluation_texts_are_disjoint():
+    """Nothing is tuned on the evaluation set: its texts appear in no calibration clip."""
+    from bench.accuracy import datasets
+
+    calibration = set(datasets.CALIBRATION_TEXTS) | set(datasets.EXTRA_CALIBRATION_TEXTS)
+    assert not calibration & set(datasets.EVALUATION_TEXTS)

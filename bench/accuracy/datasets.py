@@ -43,6 +43,40 @@ CALIBRATION_TEXTS = (
     "Could you turn the music down a little?",
 )
 
+# More calibration texts (a 12-clip set overfitted the head choice; docs/accuracy.md).
+EXTRA_CALIBRATION_TEXTS = (
+    "The old clock in the hallway stopped at a quarter past nine.",
+    "She packed three sandwiches, an apple and a flask of tea for the journey.",
+    "Can you hear the owls calling from the forest at night?",
+    "The factory on Mill Road employed almost two thousand workers.",
+    "Wait.",
+    "Robert painted the fence green while his sister repaired the gate.",
+    "Fifteen minutes later the bus finally turned the corner.",
+    "How many languages does your grandmother speak?",
+    "A thick fog rolled in from the harbour just after midnight.",
+    "The library keeps its rarest maps in a locked cabinet upstairs.",
+    "No.",
+    "Daniel and Priya opened a bakery in Manchester last summer.",
+    "Turn left at the church and follow the river for two miles.",
+    "The recipe calls for eggs, butter, flour and a pinch of salt.",
+    "Why did the engineers close the tunnel on Friday?",
+    "Eighty seven passengers waited on the platform in the cold.",
+    "Please remember to water the tomatoes while I am away.",
+    "Thank you very much.",
+    "The astronomer pointed her telescope toward the planet Jupiter.",
+    "Our neighbours adopted a grey kitten called Pepper.",
+    "The election results were announced shortly before dawn.",
+    "Would you like milk or lemon with your tea?",
+    "Several wooden boats were tied to the pier beside the market.",
+    "Elena finished the marathon in four hours and twelve minutes.",
+    "Come here.",
+    "The mechanic replaced the brakes and checked the tyres.",
+    "Heavy snow closed the mountain pass for nearly a week.",
+    "Where is the nearest pharmacy, please?",
+    "The orchestra rehearsed the symphony until late in the evening.",
+    "Jonathan keeps his bicycle in the garden shed behind the house.",
+)
+
 EVALUATION_TEXTS = (
     "A small brown dog chased the delivery van down the hill.",
     "Have you ever tasted fresh figs straight from the tree?",
@@ -123,8 +157,11 @@ def generated_set(texts: tuple[str, ...], seed: int, clips: int, per_clip: tuple
 
 
 def calibration_set() -> list[Clip]:
-    """Generated clips to tune on (texts and seed disjoint from `evaluation_set`)."""
-    return generated_set(CALIBRATION_TEXTS, seed=1001, clips=12, prefix="cal")
+    """Generated clips to tune on (texts and seeds disjoint from `evaluation_set`): 12 clips of
+    the first texts (seed 1001) and 30 of all calibration texts (seed 3003)."""
+    return (generated_set(CALIBRATION_TEXTS, seed=1001, clips=12, prefix="cal")
+            + generated_set(CALIBRATION_TEXTS + EXTRA_CALIBRATION_TEXTS, seed=3003, clips=30,
+                            prefix="calx"))
 
 
 def evaluation_set() -> list[Clip]:
