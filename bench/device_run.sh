@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU machine (after ../shared/tools/device-stage's calls): speed of lightning-align and
 # its peers, same machine, same weights, same audio. Writes JSON lines under $OUT.
-# Knobs: AUDIO, REF (its text: adds WER), TILE, LIGHTNING, BATCHES, WINDOWS, PEERS, BREAK.
+# Knobs: STAGE (staging dir, e.g. .device-stage-base), AUDIO, REF (its text: adds WER), TILE, LIGHTNING, BATCHES, WINDOWS, PEERS, BREAK.
 set -uo pipefail
-source .device-stage/payload/device-install --env-only
+source "${STAGE:-.device-stage}/payload/device-install" --env-only
 [ -d /tmp/site/numba ] || tar -xJf .whl/numba-llvmlite-py312.tar.xz -C /tmp/site
 ln -sfn ../kernels lightning_align/kernels
 export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1

@@ -37,7 +37,7 @@ def best(rows: list[dict]) -> dict[tuple, dict]:
     """Fastest row per (file, audio length, system, batch size)."""
     out: dict[tuple, dict] = {}
     for r in rows:
-        key = (r["file"], r["audio_s"], r["system"], r.get("batch_size"))
+        key = (r["file"], r["audio_s"], r["system"], r.get("batch_size"), str(r.get("window_s", "")))
         if key not in out or r["rtf"] > out[key]["rtf"]:
             out[key] = r
     return out
@@ -53,16 +53,17 @@ def tables(rows: list[dict]) -> str:
         peers = {r["system"]: r["rtf"] for r in group if not r["system"].startswith("lightning")}
         lines += [f"#### {file}: {audio_s:.0f} s of speech, {machine} ({group[0].get('device', '?')}, "
                   f"MLX {group[0].get('mlx', '?')})", "",
-                  "| system | batch | wall s | x realtime | vs mlx-whisper | vs openai-whisper | words |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in sorted(group, key=lambda r: (r["system"], r.get("batch_size") or 0)):
+                  "| system | batch | wall s | x realtime | vs mlx-whisper | vs openai-whisper | words | WER |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in sorted(group, key=lambda r: (r["system"], r.get("batch_size") or 0, _window(r))):
             words = r["system"].endswith("+words")
             mw = peers.get("mlx-whisper+words" if words else "mlx-whisper")
             ow = peers.get("openai-whisper+words" if words else "openai-whisper")
             vs_mw = f"{r['rtf'] / mw:.1f}x" if mw else ""
             vs_ow = f"{r['rtf'] / ow:.1f}x" if ow else ""
-            lines.append(f"| {r['system']} | {r.get('batch_size') or ''} | {r['wall_s']:.2f} | "
-                         f"{r['rtf']:.1f} | {vs_mw} | {vs_ow} | {r['words']} |")
+            wer = f"{100 * r['wer']:.1f} %" if "wer" in r else ""
+            lines.append(f"| {r['system']} | {_batch_label(r)} | {r['wall_s']:.2f} | "
+                         f"{r['rtf']:.1f} | {vs_mw} | {vs_ow} | {r['words']} | {wer} |")
         overhead = _overheads(group)
         if overhead:
             lines += ["", "Word-timestamp overhead (wall time with words / without, same batch): "
@@ -71,14 +72,27 @@ def tables(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _window(r: dict) -> str:
+    return str(r.get("window_s", ""))
+
+
+def _batch_label(r: dict) -> str:
+    """Batch size, and the window cap where it is not the default 30 s ("shortened": windows
+    cut to fill the batch, an experiment measured slower and not kept)."""
+    label = str(r.get("batch_size") or "")
+    w = _window(r)
+    return label + (f", windows {w}" if w not in ("", "30", "30.0", "auto") else "")
+
+
 def _overheads(group: list[dict]) -> list[str]:
-    by = {(r["system"], r.get("batch_size")): r for r in group}
+    by = {(r["system"], r.get("batch_size"), _window(r)): r for r in group}
     out = []
-    for (system, batch), r in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+    for (system, batch, window), r in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2])):
         if system.endswith("+words"):
-            base = by.get((system[: -len("+words")], batch))
+            base = by.get((system[: -len("+words")], batch, window))
             if base:
-                name = system[: -len("+words")] + (f" b={batch}" if batch else "")
+                name = _batch_label({"batch_size": batch, "window_s": window})
+                name = system[: -len("+words")] + (f" b={name}" if name else "")
                 out.append(f"{name} {100 * (r['wall_s'] / base['wall_s'] - 1):+.0f} %")
     return out
 

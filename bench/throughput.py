@@ -115,7 +115,8 @@ def main(argv=None) -> int:
             r = run()
             row = {"system": name, "batch_size": batch, "audio_s": round(audio_s, 2),
                    "wall_s": round(r.wall_s, 4), "rtf": round(audio_s / r.wall_s, 2),
-                   "segments": len(r.segments), "words": r.words, "time": time.time(), **info}
+                   "segments": len(r.segments), "words": r.words, "model": wm.name,
+                   "time": time.time(), **info}
             if name.startswith("lightning"):
                 row["window_s"] = window if window is not None else "auto"
             if reference is not None:
