@@ -37,8 +37,7 @@ class AttentionProbe:
         self.frames = None if frames is None else np.asarray(frames, np.int32)
         self._order = sorted(self.layers)
         self._pending: dict[int, mx.array] = {}
-        self._steps: list[tuple[np.ndarray, mx.array, mx.array]] = []  # still on the device
-        self._host: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # copied to the host
+        self._steps: list[tuple[np.ndarray, mx.array, mx.array]] = []
 
     def frames_of(self, rows: np.ndarray) -> mx.array | None:
         """The audio frames of batch rows `rows` (original row ids), for the compiled step."""
@@ -62,37 +61,20 @@ class AttentionProbe:
         `alive` (finished, still in the batch) are dropped when the steps are collected."""
         self._steps.append((np.where(alive, rows, -1), *captured))
 
-    def _flush(self) -> None:
-        """Copy the steps recorded so far to the host: one transfer, then the device is free."""
-        if self._steps:
-            self._host.append((np.concatenate([r for r, _, _ in self._steps]),
-                               np.asarray(mx.concatenate([s for _, s, _ in self._steps], axis=0)),
-                               np.asarray(mx.concatenate([n for _, _, n in self._steps], axis=0))))
-            self._steps = []
-
-    def collect(self, ids: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """-> for each original row in `ids`, its (steps, heads, frames) float16 scores and
-        (steps, heads) float32 log-normalizers, in step order. Rows that finished can be
-        collected while the others still decode."""
-        ids = np.asarray(ids, np.int64)
-        self._flush()
-        if not self._host:
-            return ([np.zeros((0, len(self.pairs), 0), np.float16) for _ in ids],
-                    [np.zeros((0, len(self.pairs)), np.float32) for _ in ids])
-        picked = [(r[m], s[m], n[m]) for r, s, n in self._host for m in [np.isin(r, ids)]]
-        row_ids = np.concatenate([r for r, _, _ in picked])
-        scores = np.concatenate([s for _, s, _ in picked])
-        norms = np.concatenate([n for _, _, n in picked])
-        slot = np.searchsorted(np.sort(ids), row_ids)
-        order = np.argsort(slot, kind="stable")
-        cuts = np.cumsum(np.bincount(slot, minlength=len(ids)))[:-1]
-        by_sorted = list(zip(np.split(scores[order], cuts), np.split(norms[order], cuts)))
-        rank = np.argsort(np.argsort(ids))  # position of each id among the sorted ids
-        return [by_sorted[k][0] for k in rank], [by_sorted[k][1] for k in rank]
-
     def per_row(self, n_rows: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """`collect` for rows 0..n_rows-1."""
-        return self.collect(np.arange(n_rows))
+        """-> for each original row, its (steps, heads, frames) float16 scores and (steps, heads)
+        float32 log-normalizers, in step order."""
+        if not self._steps:
+            return ([np.zeros((0, len(self.pairs), 0), np.float16) for _ in range(n_rows)],
+                    [np.zeros((0, len(self.pairs)), np.float32) for _ in range(n_rows)])
+        # One device-to-host copy for the whole batch, not one per step.
+        stacked = np.asarray(mx.concatenate([s for _, s, _ in self._steps], axis=0))
+        norms = np.asarray(mx.concatenate([n for _, _, n in self._steps], axis=0))
+        row_ids = np.concatenate([r for r, _, _ in self._steps])
+        live = np.flatnonzero(row_ids >= 0)
+        order = live[np.argsort(row_ids[live], kind="stable")]
+        cuts = np.cumsum(np.bincount(row_ids[live], minlength=n_rows))[:-1]
+        return np.split(stacked[order], cuts), np.split(norms[order], cuts)
 
 
 class CapturedAttention:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -187,14 +186,11 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
                  temperature: float = 0.0, capture: bool = False,
                  languages: list[str] | None = None, prompt: list[int] | None = None,
                  rng: np.random.Generator | None = None,
-                 audio_frames: np.ndarray | None = None,
-                 on_done: Callable[[int, WindowResult], None] | None = None) -> list[WindowResult]:
+                 audio_frames: np.ndarray | None = None) -> list[WindowResult]:
     """Decode a batch of windows' audio features (B, 1500, C) at one temperature.
 
     With `capture`, each result keeps its alignment-head attention; given `audio_frames` (per
-    row, the number of 20 ms encoder frames that hold audio) also its softmax normalizers.
-    `on_done(row, result)` receives rows that finish early, when they leave the batch (each
-    time half of it is done), so their words can be aligned while the rest decodes."""
+    row, the number of 20 ms encoder frames that hold audio) also its softmax normalizers."""
     n_rows = features.shape[0]
     dims = wm.dims
     if languages is None:
@@ -222,20 +218,6 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     alive = np.ones(n_rows, bool)
     sampled = [[] for _ in range(n_rows)]
     logprobs = [[] for _ in range(n_rows)]
-    early: dict[int, WindowResult] = {}
-
-    def result_of(row: int, attention, norm) -> WindowResult:
-        tokens = sampled[row]
-        lps = np.array(logprobs[row], np.float32)
-        if tokens and tokens[-1] == tok.eot:
-            tokens = tokens[:-1]
-        text = tok.decode([t for t in tokens if t < tok.eot])
-        return WindowResult(
-            tokens=tuple(tokens), token_logprobs=lps, text=text,
-            avg_logprob=float(lps.sum() / (len(tokens) + 1)),
-            no_speech_prob=float(no_speech[row]), compression_ratio=compression_ratio(text),
-            temperature=float(temperature), language=languages[row], attention=attention,
-            log_norm=norm, initial_tokens=tuple(int(t) for t in initial[row]))
     step_fn = compiled_step(wm, probe.layers if probe else None)
     # On a GPU greedy steps choose their token inside the compiled graph; on a CPU the host
     # kernel is faster than MLX's element-wise ops.
@@ -270,12 +252,6 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
             # Finished rows keep running on end-of-text until half the batch is done; then the
             # batch shrinks. Fewer distinct batch sizes means fewer compilations of the step.
             if alive.sum() <= b // 2:
-                if on_done is not None:
-                    done = rows[~alive]
-                    attention, norms = probe.collect(done) if probe else ([None] * len(done),) * 2
-                    for row, att, norm in zip(done.tolist(), attention, norms):
-                        early[row] = result_of(row, att, norm)
-                        on_done(row, early[row])
                 keep = np.flatnonzero(alive)
                 state.select(mx.array(keep))
                 rules.select(keep)
@@ -305,10 +281,22 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
             else:
                 step_logits = np.asarray(outputs[0])
 
-    rest = np.array([r for r in range(n_rows) if r not in early], np.int64)
-    attention, norms = probe.collect(rest) if probe else ([None] * len(rest),) * 2
-    late = {row: result_of(row, att, norm) for row, att, norm in zip(rest.tolist(), attention, norms)}
-    return [early[row] if row in early else late[row] for row in range(n_rows)]
+    attention, norms = probe.per_row(n_rows) if probe else ([None] * n_rows, [None] * n_rows)
+    results = []
+    for row in range(n_rows):
+        tokens = sampled[row]
+        lps = np.array(logprobs[row], np.float32)
+        if tokens and tokens[-1] == tok.eot:
+            tokens = tokens[:-1]
+        text = tok.decode([t for t in tokens if t < tok.eot])
+        results.append(WindowResult(
+            tokens=tuple(tokens), token_logprobs=lps, text=text,
+            avg_logprob=float(lps.sum() / (len(tokens) + 1)),
+            no_speech_prob=float(no_speech[row]), compression_ratio=compression_ratio(text),
+            temperature=float(temperature), language=languages[row], attention=attention[row],
+            log_norm=norms[row],
+            initial_tokens=tuple(int(t) for t in initial[row])))
+    return results
 
 
 def best_attempt(attempts: list[WindowResult], options: DecodingOptions) -> WindowResult:
@@ -321,13 +309,10 @@ def best_attempt(attempts: list[WindowResult], options: DecodingOptions) -> Wind
 
 def decode_with_fallback(wm: WhisperModel, features: mx.array, options: DecodingOptions, *,
                          capture: bool = False, prompt: list[int] | None = None,
-                         audio_frames: np.ndarray | None = None,
-                         on_final: Callable[[int, WindowResult], None] | None = None,
-                         ) -> list[WindowResult]:
+                         audio_frames: np.ndarray | None = None) -> list[WindowResult]:
     """Decode a batch of windows; re-decode failing windows at rising temperatures.
     `audio_frames`: per window, its number of 20 ms encoder frames holding audio (see
-    `decode_batch`). `on_final(window, result)` receives windows whose result is accepted while
-    others still decode; all results are returned at the end either way."""
+    `decode_batch`)."""
     n_rows = features.shape[0]
     languages = None
     if wm.is_multilingual and options.language is None:
@@ -339,16 +324,10 @@ def decode_with_fallback(wm: WhisperModel, features: mx.array, options: Decoding
     todo = np.arange(n_rows)
     for temperature in options.temperatures:
         rows = features if len(todo) == n_rows else features[mx.array(todo)]
-
-        def done(i: int, result: WindowResult, todo=todo) -> None:
-            if not result.needs_fallback(options):
-                on_final(int(todo[i]), result)
-
         decoded = decode_batch(wm, rows, options, temperature=temperature, capture=capture,
                                languages=[languages[i] for i in todo] if languages else None,
                                prompt=prompt, rng=rng,
-                               audio_frames=None if audio_frames is None else np.asarray(audio_frames)[todo],
-                               on_done=done if on_final is not None else None)
+                               audio_frames=None if audio_frames is None else np.asarray(audio_frames)[todo])
         failed = []
         for row, result in zip(todo, decoded):
             attempts[row].append(result)

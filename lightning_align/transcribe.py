@@ -154,33 +154,19 @@ def _batched(wm, samples, options, context, capture, batch_size, progress, verbo
         for first in range(0, len(pending), batch_size):
             batch = pending[first : first + batch_size]
             features = _encode(wm, samples, batch)
-            handled: set[int] = set()
-
-            def finish(row: int, result: WindowResult, batch=batch, handled=handled) -> list[Segment]:
-                handled.add(row)
-                languages.append(result.language)
-                new = window_segments(wm, batch[row], result, options, context, len(segments), final=True)
-                _report(new, verbose)
-                segments.extend(new)
-                tail = _untranscribed_tail(batch[row], new, samples)
-                if tail is not None:
-                    tails.append(tail)
-                return new
-
-            def finish_early(row: int, result: WindowResult) -> None:
-                # a window done while the rest of its batch decodes: align it meanwhile
-                new = finish(row, result)
-                if new:
-                    aligning.append(aligner.submit(_align_segments, new))
-
             results = decode_with_fallback(wm, features, options, capture=capture, prompt=prompt,
-                                           audio_frames=[_audio_frames(w) for w in batch],
-                                           on_final=finish_early if aligner is not None else None)
+                                           audio_frames=[_audio_frames(w) for w in batch])
             del features
             batch_segments = []
-            for row, result in enumerate(results):
-                if row not in handled:
-                    batch_segments.extend(finish(row, result))
+            for window, result in zip(batch, results):
+                languages.append(result.language)
+                new = window_segments(wm, window, result, options, context, len(segments), final=True)
+                _report(new, verbose)
+                segments.extend(new)
+                batch_segments.extend(new)
+                tail = _untranscribed_tail(window, new, samples)
+                if tail is not None:
+                    tails.append(tail)
             if aligner is not None and batch_segments:
                 aligning.append(aligner.submit(_align_segments, batch_segments))
             if bar:

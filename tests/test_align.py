@@ -66,31 +66,6 @@ def test_transcribe_with_word_timestamps(model, short_speech):
             assert 0 <= w["probability"] <= 1
 
 
-def test_windows_aligned_as_they_leave_the_batch_equal_aligning_after(model, long_speech, monkeypatch):
-    """With word_timestamps, windows that finish early are aligned while the rest of the batch
-    decodes; the words must be exactly those of aligning every segment afterwards."""
-    import importlib
-
-    decoding = importlib.import_module("lightning_align.decoding")
-    calls = []
-    original = decoding.decode_batch
-
-    def spy(*args, **kwargs):
-        wrapped = kwargs.get("on_done")
-        if wrapped is not None:
-            kwargs["on_done"] = lambda row, result: (calls.append(row), wrapped(row, result))
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(decoding, "decode_batch", spy)
-    words = _fresh(model, long_speech, batch_size=4, word_timestamps=True)
-    monkeypatch.undo()
-    assert calls, "no window left its batch early: the test would not test anything"
-    after = _fresh(model, long_speech, batch_size=4)
-    la.align(after["segments"])
-    flat = lambda r: [(w["word"], w["start"], w["end"]) for s in r["segments"] for w in s["words"]]  # noqa: E731
-    assert flat(words) == flat(after)
-
-
 def test_tiny_cache_still_aligns_every_segment(model, long_speech):
     reference = _fresh(model, long_speech, batch_size=4, word_timestamps=True)
     tiny = la.AttentionCache(max_bytes=10_000)
