@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                        "Measured with `python -m bench.throughput AUDIO --out bench/results/NAME.jsonl` "
                        "(GPU: `bench/device_run.sh` on the device's H100 after `device-stage`); every "
                        "table is one file, i.e. one machine in one session, peers side by side on the "
-                       "same weights (tiny.en) and audio (generated speech; the 1818 s rows tile the "
+                       "same weights (tiny.en; base where the file name says so) and audio (generated speech; the 1818 s rows tile the "
                        "454 s recording 4x). Greedy decoding with temperature fallback for all; wall "
                        "time after one warm-up run. Regenerate: `python -m bench.report`.", "",
                        tables(rows), f"![x realtime vs audio length]({PLOT.name})", END])
