@@ -215,6 +215,9 @@ def _pocketsphinx_data() -> Path | None:
 
             m = _re.search(r"(/\S+/pocketsphinx-[\d.]+\.tar\.gz)", r.stdout + r.stderr)
             archives = [m.group(1)] if m and os.path.exists(m.group(1)) else []
+        if not archives:  # newer pip unpacks into a pip-unpack-* directory and says nothing
+            archives = sorted(glob.glob(os.path.join(tempfile.gettempdir(), "pip-unpack-*",
+                                                      "pocketsphinx-5.1.1.tar.gz")), key=os.path.getmtime)[-1:]
         if not archives:
             return None
         import tarfile
