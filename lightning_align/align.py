@@ -41,14 +41,16 @@ class AlignOptions:
     """Corrections the one-pass method applies on top of openai-whisper's DTW, each switchable
     (docs/accuracy.md measures each on its own). `method="reference"` ignores them all.
 
-    head_weights: weight the alignment heads by per-model weights calibrated on generated
-        speech (`data/timing_calibration.json`) instead of averaging them.
+    head_weights: use the heads and weights calibrated per model on generated speech
+        (`data/timing_calibration.json`; see `calibration`) instead of averaging the curated
+        alignment heads.
     lag: remove the systematic lag of starts and of ends (calibrated seconds per model).
     anchors: the decoded segment timestamps bound the DTW: frames before the segment's start
         timestamp (and after its end) less `anchor_slack_s` are not aligned to.
     refine: move boundaries in or next to a pause to the pause's edges, found from the
         signal's energy (`refine.snap_words`); fixes words stretched over silence.
-    calibration: use this instead of the shipped calibration (for calibrating).
+    calibration: use this `Calibration` instead of the shipped one (its heads must be among
+        the model's `captured_heads`).
     Defaults are the switches that won on both the calibration and evaluation sets.
     """
 

@@ -67,7 +67,8 @@ class WindowResult:
     temperature: float
     language: str
     attention: np.ndarray | None = field(default=None, repr=False)
-    # (rows, heads) softmax log-normalizers of `attention` over the window's audio frames
+    # (rows, heads) softmax log-normalizers of `attention` over the audio frames given to
+    # `decode_batch` (all 1500 frames if none were)
     log_norm: np.ndarray | None = field(default=None, repr=False)
     initial_tokens: tuple[int, ...] = ()  # prompt and start sequence the decode began with
 

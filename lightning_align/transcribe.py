@@ -63,8 +63,8 @@ def transcribe(
 
     Windows of <= 30 s are decoded `batch_size` at a time (default 64 on GPU, 8 on CPU); with
     `sequential=True` one window at a time, advancing as openai-whisper does (for parity).
-    `window_s` caps the window length (10-30 s, default 30; shorter windows were measured slower
-    on an H100 even when they fill a batch: docs/benchmarks.md).
+    `window_s` caps the batched mode's window length (10-30 s, default 30; shorter windows were
+    measured slower on an H100 even when they fill a batch: docs/benchmarks.md).
     `keep_attention` captures the alignment heads' attention while decoding, so that `align`
     later needs no second pass; `word_timestamps=True` aligns every segment at once. Segment
     times are in seconds. `cache` bounds the captured attention (default: 512 MiB).
