@@ -67,20 +67,26 @@ class Envelope:
         return k0 * HOP_S, self.db[k0:k1]
 
 
-_envelopes: list[tuple[weakref.ref, Envelope]] = []
+_envelopes: list[tuple[weakref.ref, int, Envelope]] = []
 _envelopes_lock = threading.Lock()
 
 
+def _fingerprint(samples: np.ndarray) -> int:
+    """A cheap content check: a buffer refilled with other audio is not the same recording."""
+    return hash((len(samples), np.asarray(samples[:: 4001], np.float32).tobytes()))
+
+
 def envelope_of(samples: np.ndarray) -> Envelope:
-    """The `Envelope` of `samples`, remembered (by identity, without keeping the samples
-    alive) for the last few recordings."""
+    """The `Envelope` of `samples`, remembered (by identity and a content check, without
+    keeping the samples alive) for the last few recordings."""
+    mark = _fingerprint(samples)
     with _envelopes_lock:
-        for ref, env in _envelopes:
-            if ref() is samples:
+        for ref, held_mark, env in _envelopes:
+            if ref() is samples and held_mark == mark:
                 return env
     env = Envelope(samples)
     with _envelopes_lock:
-        _envelopes.insert(0, (weakref.ref(samples), env))
+        _envelopes.insert(0, (weakref.ref(samples), mark, env))
         del _envelopes[4:]
     return env
 

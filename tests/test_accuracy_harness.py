@@ -91,6 +91,17 @@ def test_snap_words_moves_boundaries_out_of_silence(paused_speech):
     assert np.all(e > s) and np.all(s[1:] >= e[:-1])
 
 
+def test_a_refilled_buffer_is_a_new_recording(paused_speech):
+    """Envelopes are remembered per recording: the same array refilled with other audio must
+    not reuse the old one."""
+    buffer = paused_speech.audio.copy()
+    before = speech_spans(buffer, 0.0, paused_speech.duration)
+    buffer[:16000] = 0.0  # the same speech, one second later
+    buffer[16000:] = paused_speech.audio[:-16000]
+    after = speech_spans(buffer, 0.0, paused_speech.duration)
+    assert abs(after[0][0] - (before[0][0] + 1.0)) <= 0.02
+
+
 def test_spans_stay_inside_the_audio():
     speech = synthesize("Yes.", voice="en-gb")  # speech from the very first sample
     spans = speech_spans(speech.audio, 0.0, speech.duration)
