@@ -17,7 +17,7 @@ import numpy as np
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .backend import mx
 from .calibration import CALIBRATION_FILE, Calibration, calibration  # noqa: F401  (public)
-from .capture import CAPTURE_MARGIN_S, CapturedAttention, ForcedProbe, log_normalizers
+from .capture import CAPTURE_MARGIN_S, CapturedAttention, ForcedProbe, scores_and_normalizers
 from .errors import AlignmentError
 from .interop import as_segment_dicts
 from .kernels import alignment_matrix, dtw_batch
@@ -332,13 +332,14 @@ def _replay_pass(job: _Job, wm, features, w0: float, w1: float, n_samples: int) 
     f0 = max(0, int((seg_start - CAPTURE_MARGIN_S) * TOKENS_PER_SECOND))
     f1 = min(audio_frames, int(np.ceil((seg_end + CAPTURE_MARGIN_S) * TOKENS_PER_SECOND)))
     f1 = max(f1, f0 + 1)
-    picked = scores[:, rows, :].transpose(1, 0, 2)  # (rows, heads, frames)
-    picked = picked - picked[:, :, :audio_frames].max(-1, keepdims=True)
-    picked16 = picked.astype(np.float16)
+    # exactly what capture stores: float16 scores minus their max, and their normalizers
+    picked16, log_norm = scores_and_normalizers(
+        mx.array(scores[:, rows, :].transpose(1, 0, 2)), mx.full((len(rows),), audio_frames, mx.int32))
+    picked16, log_norm = np.asarray(picked16), np.asarray(log_norm)
     lps = np.array([logprobs[r, t] if t >= 0 else 0.0 for r, t in zip(rows, predicted)], np.float32)
     return CapturedAttention(
         scores=np.ascontiguousarray(picked16[:, :, f0:f1]),
-        log_norm=log_normalizers(picked16, audio_frames),
+        log_norm=log_norm,
         frame_offset=f0, tokens=tuple(predicted),
         is_timestamp=np.array([t >= tok.timestamp_begin for t in predicted], bool),
         token_logprobs=lps)

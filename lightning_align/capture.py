@@ -120,12 +120,6 @@ def scores_and_normalizers(scores: mx.array, frames: mx.array | None) -> tuple[m
     return s, mx.logsumexp(s32, axis=-1)
 
 
-def log_normalizers(scores: np.ndarray, n_frames: int) -> np.ndarray:
-    """log(sum(exp(scores))) over the first `n_frames` frames: (rows, heads) float32."""
-    s = scores[:, :, :n_frames].astype(np.float32)
-    return np.log(np.exp(s).sum(-1))
-
-
 class ForcedProbe:
     """Collects alignment-head scores for every position of one forced decoder pass."""
 

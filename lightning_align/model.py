@@ -249,6 +249,7 @@ class CompiledStep:
         self._fn = mx.compile(self._step)
         self._fn_select = mx.compile(self._step_select)
         self._special = (0, 0)
+        self._all_frames: dict[tuple[int, int], mx.array] = {}  # (batch, frames) -> constant
 
     def _step(self, tokens, offset, keys, values, cross, probe_keys, frames):
         d = self.decoder
@@ -313,10 +314,13 @@ class CompiledStep:
         return out[0], (out[3], out[4]) if self.probe else None
 
     def _probe_inputs(self, state: DecoderState, frames: mx.array | None, batch: int):
-        if not self.probe:
-            return [], mx.zeros((batch,), mx.int32)
+        """The probe's keys, and per-row frame counts (all frames when not given); the counts
+        are a constant array per batch size, not a new one every step."""
         probe_keys = [state.probe_keys[layer] for layer in self.probe]
         if frames is None:
-            frames = mx.full((batch,), probe_keys[0].shape[-1], mx.int32)
+            n = probe_keys[0].shape[-1] if probe_keys else 0
+            frames = self._all_frames.get((batch, n))
+            if frames is None:
+                frames = self._all_frames[(batch, n)] = mx.full((batch,), n, mx.int32)
         return probe_keys, frames
 

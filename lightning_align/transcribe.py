@@ -11,7 +11,7 @@ import numpy as np
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .backend import gpu_available, mx
 from .cache import AttentionCache
-from .capture import CAPTURE_MARGIN_S, CapturedAttention, log_normalizers
+from .capture import CAPTURE_MARGIN_S, CapturedAttention
 from .decoding import DecodingOptions, WindowResult, decode_with_fallback, prompt_tokens
 from .errors import DecodingError
 from .mel import CHUNK_SAMPLES, TOKENS_PER_SECOND, log_mel_batch, log_mel_window
@@ -301,9 +301,6 @@ def window_segments(wm: WhisperModel, window: Window, result: WindowResult,
     tokens = result.tokens
     window_len = window.end_s - window.start_s
     audio_frames = _audio_frames(window)
-    log_norm = result.log_norm
-    if log_norm is None and result.attention is not None:
-        log_norm = log_normalizers(result.attention, audio_frames)
     segments = []
     serial = first_id
     for i0, i1 in split_tokens(tokens, ts_begin, final):
@@ -331,12 +328,12 @@ def window_segments(wm: WhisperModel, window: Window, result: WindowResult,
             temperature=result.temperature, source=source)
         if result.attention is not None and context.cache is not None:
             context.cache.put(source.key, _segment_attention(
-                result, log_norm, i0, i1, start_rel, end_rel, audio_frames, ts_begin))
+                result, i0, i1, start_rel, end_rel, audio_frames, ts_begin))
         segments.append(seg)
     return segments
 
 
-def _segment_attention(result, log_norm, i0, i1, start_rel, end_rel, audio_frames, ts_begin) -> CapturedAttention:
+def _segment_attention(result, i0, i1, start_rel, end_rel, audio_frames, ts_begin) -> CapturedAttention:
     """Rows predicting the segment's tokens (and the token after it), frames around it."""
     rows = slice(i0, min(i1 + 1, result.attention.shape[0]))
     f0 = max(0, int((start_rel - CAPTURE_MARGIN_S) * TOKENS_PER_SECOND))
@@ -345,7 +342,7 @@ def _segment_attention(result, log_norm, i0, i1, start_rel, end_rel, audio_frame
     predicted = list(result.tokens[rows]) + [-1] * (rows.stop - rows.start - len(result.tokens[rows]))
     return CapturedAttention(
         scores=np.ascontiguousarray(result.attention[rows, :, f0:f1]),
-        log_norm=np.ascontiguousarray(log_norm[rows]),
+        log_norm=np.ascontiguousarray(result.log_norm[rows]),
         frame_offset=f0,
         tokens=tuple(predicted),
         is_timestamp=np.array([t >= ts_begin for t in predicted], bool),

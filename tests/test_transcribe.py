@@ -78,11 +78,15 @@ def test_when_every_temperature_fails(model, short_speech, rule):
         assert kept.temperature == 1.0
 
 
+def log_normalizers(scores: np.ndarray, n_frames: int) -> np.ndarray:
+    """numpy reference: log(sum(exp(scores))) over the first `n_frames` frames, (rows, heads)."""
+    s = scores[:, :, :n_frames].astype(np.float32)
+    return np.log(np.exp(s).sum(-1))
+
+
 def test_device_normalizers_equal_numpy(model, short_speech):
     """The softmax normalizers computed where the attention is captured equal numpy's, over each
     row's own audio frames (two windows of different lengths in one batch)."""
-    from lightning_align.capture import log_normalizers
-
     audios = [short_speech.audio, short_speech.audio[: len(short_speech.audio) // 2]]
     features = model.model.embed_audio(mx.array(np.stack([log_mel_window(a, 80) for a in audios])))
     frames = [int(np.ceil(len(a) / 16000 * 50)) for a in audios]
