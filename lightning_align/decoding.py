@@ -9,6 +9,7 @@ tests, as openai-whisper does window by window.
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,7 @@ from .errors import DecodingError
 from .kernels.logits import select_tokens
 from .model import CompiledStep, DecoderState
 from .models import WhisperModel
+from .selection import RULE_FIELDS
 
 
 @dataclass(frozen=True)
@@ -129,9 +131,12 @@ class _TimestampRules:
         self.ts_max = np.where(self.last_ts & self.penult_ts, -1, self.vocab - 1).astype(np.int32)
 
     def select(self, keep: np.ndarray) -> None:
-        for name in ("text_ok", "eot_ok", "ts_min", "ts_max", "ts_rule", "blank", "last_ts",
-                     "penult_ts", "last_value"):
+        for name in RULE_FIELDS:
             setattr(self, name, getattr(self, name)[keep])
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The state in `selection.RULE_FIELDS` order (what the device-side rules start from)."""
+        return tuple(np.asarray(getattr(self, name)) for name in RULE_FIELDS)
 
 
 def _suppress_mask(tokenizer, vocab: int, options: DecodingOptions) -> np.ndarray:
@@ -187,11 +192,18 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
                  temperature: float = 0.0, capture: bool = False,
                  languages: list[str] | None = None, prompt: list[int] | None = None,
                  rng: np.random.Generator | None = None,
-                 audio_frames: np.ndarray | None = None) -> list[WindowResult]:
+                 audio_frames: np.ndarray | None = None,
+                 token_choice: str = "auto") -> list[WindowResult]:
     """Decode a batch of windows' audio features (B, 1500, C) at one temperature.
 
     With `capture`, each result keeps its alignment-head attention; given `audio_frames` (per
-    row, the number of 20 ms encoder frames that hold audio) also its softmax normalizers."""
+    row, the number of 20 ms encoder frames that hold audio) also its softmax normalizers.
+    `token_choice`: "device" chooses greedy tokens inside the compiled step and queues steps
+    ahead of the host (the default on a GPU), "host" copies each step's logits to a numba kernel
+    (the default on a CPU, and always for sampling at temperature > 0); both choose the same
+    tokens."""
+    if token_choice not in ("auto", "device", "host"):
+        raise DecodingError(f"token_choice={token_choice!r}: use 'auto', 'device' or 'host'.")
     n_rows = features.shape[0]
     dims = wm.dims
     if languages is None:
@@ -211,93 +223,188 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     state = DecoderState(wm.model.decoder, features, probe.layers if probe else None)
     vocab = dims.n_vocab
     suppress = _suppress_mask(tok, vocab, options)
-    blank = tok.encode(" ")[0]
-    rules = _TimestampRules(n_rows, tok, vocab, options, blank)
+    rules = _TimestampRules(n_rows, tok, vocab, options, tok.encode(" ")[0])
     rng = rng or np.random.default_rng(options.seed)
-
-    rows = np.arange(n_rows)  # original row id of each batch row
-    alive = np.ones(n_rows, bool)
-    sampled = [[] for _ in range(n_rows)]
-    logprobs = [[] for _ in range(n_rows)]
-    step_fn = compiled_step(wm, probe.layers if probe else None)
     # On a GPU greedy steps choose their token inside the compiled graph; on a CPU the host
     # kernel is faster than MLX's element-wise ops.
-    on_device = gpu_available() and temperature == 0
-    suppress_mx = mx.array(suppress) if on_device else None
+    on_device = temperature == 0 and (token_choice == "device"
+                                      or (token_choice == "auto" and gpu_available()))
+    step_fn = compiled_step(wm, probe.layers if probe else None)
+    tokens = _TokenLog(n_rows)
     with wm.lock:
         logits = wm.model.decoder.step(mx.array(initial), state, probe, positions=(sot_index, -1))
-        pending = [logits] + (probe.end_step(rows) if probe else [])
+        pending = [logits] + (probe.end_step(np.arange(n_rows)) if probe else [])
         mx.eval(*pending)
         host = np.asarray(logits)
         at_sot = host[:, 0, :]
         p = np.exp(at_sot - at_sot.max(-1, keepdims=True))
         no_speech = (p[:, tok.no_speech] / p.sum(-1)) if tok.no_speech is not None else np.zeros(n_rows)
-        step_logits = np.ascontiguousarray(host[:, 1, :])
-        chosen = np.empty(n_rows, np.int32)
-        chosen_lp = np.empty(n_rows, np.float32)
-        frames = probe.frames_of(rows) if probe else None
-        for step in range(sample_len):
-            b = len(rows)
-            if step_logits is not None:
-                uniform = rng.random(b).astype(np.float32) if temperature > 0 else np.zeros(b, np.float32)
-                select_tokens(step_logits, suppress, rules.text_ok, rules.eot_ok, rules.ts_min,
-                              rules.ts_max, rules.ts_rule, rules.blank, tok.eot, tok.timestamp_begin,
-                              np.float32(temperature), uniform, chosen[:b], chosen_lp[:b])
-            for i in np.flatnonzero(alive):
-                sampled[rows[i]].append(int(chosen[i]))
-                logprobs[rows[i]].append(float(chosen_lp[i]))
-            rules.advance(chosen[:b])
-            alive &= chosen[:b] != tok.eot
-            if step == sample_len - 1 or not alive.any():
-                break
-            # Finished rows keep running on end-of-text until half the batch is done; then the
-            # batch shrinks. Fewer distinct batch sizes means fewer compilations of the step.
-            if alive.sum() <= b // 2:
-                keep = np.flatnonzero(alive)
-                state.select(mx.array(keep))
-                rules.select(keep)
-                rows, alive = rows[keep], alive[keep]
-                next_tokens = chosen[:b][keep]
-                frames = probe.frames_of(rows) if probe else None
-            else:
-                next_tokens = np.where(alive, chosen[:b], tok.eot).astype(np.int32)
-            if on_device:
-                rule_arrays = [suppress_mx] + [mx.array(a) for a in (
-                    rules.text_ok, rules.eot_ok, rules.ts_min, rules.ts_max, rules.ts_rule, rules.blank)]
-                new, new_lp, captured = step_fn.select(mx.array(next_tokens[:, None]), state,
-                                                       rule_arrays, tok.eot, tok.timestamp_begin,
-                                                       frames)
-                outputs = [new, new_lp]
-            else:
-                logits, captured = step_fn(mx.array(next_tokens[:, None]), state, frames)
-                outputs = [logits]
-            if probe:
-                probe.record(rows, alive, captured)
-                outputs.extend(captured)
-            mx.eval(*outputs)
-            if on_device:
-                b = len(rows)
-                chosen[:b], chosen_lp[:b] = np.asarray(outputs[0]), np.asarray(outputs[1])
-                step_logits = None
-            else:
-                step_logits = np.asarray(outputs[0])
+        loop = _greedy_on_device if on_device else _steps_on_host
+        loop(step_fn, state, probe, rules, tokens, np.ascontiguousarray(host[:, 1, :]), suppress,
+             tok, temperature, rng, sample_len)
 
     attention, norms = probe.per_row(n_rows) if probe else ([None] * n_rows, [None] * n_rows)
     results = []
     for row in range(n_rows):
-        tokens = sampled[row]
-        lps = np.array(logprobs[row], np.float32)
-        if tokens and tokens[-1] == tok.eot:
-            tokens = tokens[:-1]
-        text = tok.decode([t for t in tokens if t < tok.eot])
+        sampled, lps = tokens.of(row)
+        if sampled and sampled[-1] == tok.eot:
+            sampled = sampled[:-1]
+        text = tok.decode([t for t in sampled if t < tok.eot])
         results.append(WindowResult(
-            tokens=tuple(tokens), token_logprobs=lps, text=text,
-            avg_logprob=float(lps.sum() / (len(tokens) + 1)),
+            tokens=tuple(sampled), token_logprobs=lps, text=text,
+            avg_logprob=float(lps.sum() / (len(sampled) + 1)),
             no_speech_prob=float(no_speech[row]), compression_ratio=compression_ratio(text),
             temperature=float(temperature), language=languages[row], attention=attention[row],
             log_norm=norms[row],
             initial_tokens=tuple(int(t) for t in initial[row])))
     return results
+
+
+class _TokenLog:
+    """The tokens each row sampled, kept as one array per step (copied to the host at the end
+    when they come from the device) and sorted into rows once."""
+
+    def __init__(self, n_rows: int):
+        self.n_rows = n_rows
+        self._steps: list[tuple[np.ndarray, object, object]] = []
+        self._by_row: list[tuple[list[int], np.ndarray]] | None = None
+
+    def add(self, rows: np.ndarray, alive: np.ndarray, chosen, logprobs) -> None:
+        """One step: batch rows `rows` (original ids) chose `chosen` with `logprobs` (numpy or
+        MLX arrays); only rows `alive` before this step keep theirs."""
+        self._steps.append((np.where(alive, rows, -1), chosen, logprobs))
+
+    def of(self, row: int) -> tuple[list[int], np.ndarray]:
+        """-> (tokens, log-probabilities (float32)) row `row` sampled, in step order."""
+        if self._by_row is None:
+            self._collect()
+        return self._by_row[row]
+
+    def _collect(self) -> None:
+        ids = np.concatenate([r for r, _, _ in self._steps])
+        as_np = [(np.asarray(c), np.asarray(lp)) if isinstance(c, np.ndarray) else (c, lp)
+                 for _, c, lp in self._steps]
+        device = [pair for pair in as_np if not isinstance(pair[0], np.ndarray)]
+        if device:  # one copy for all device steps, not one per step
+            flat_c = np.asarray(mx.concatenate([c for c, _ in device]))
+            flat_lp = np.asarray(mx.concatenate([lp for _, lp in device]))
+            cuts = np.cumsum([c.shape[0] for c, _ in device])[:-1]
+            copied = iter(zip(np.split(flat_c, cuts), np.split(flat_lp, cuts)))
+            as_np = [pair if isinstance(pair[0], np.ndarray) else next(copied) for pair in as_np]
+        chosen = np.concatenate([c for c, _ in as_np]).astype(np.int64)
+        lps = np.concatenate([lp for _, lp in as_np]).astype(np.float32)
+        live = np.flatnonzero(ids >= 0)
+        order = live[np.argsort(ids[live], kind="stable")]
+        cuts = np.cumsum(np.bincount(ids[live], minlength=self.n_rows))[:-1]
+        self._by_row = [(c.tolist(), lp) for c, lp in zip(np.split(chosen[order], cuts),
+                                                          np.split(lps[order], cuts))]
+
+
+def _choose_on_host(step_logits, suppress, rules, tok, temperature, rng, chosen, chosen_lp):
+    b = step_logits.shape[0]
+    uniform = rng.random(b).astype(np.float32) if temperature > 0 else np.zeros(b, np.float32)
+    select_tokens(step_logits, suppress, rules.text_ok, rules.eot_ok, rules.ts_min,
+                  rules.ts_max, rules.ts_rule, rules.blank, tok.eot, tok.timestamp_begin,
+                  np.float32(temperature), uniform, chosen[:b], chosen_lp[:b])
+
+
+def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok, temperature,
+                   rng, sample_len) -> None:
+    """Decode step by step, each step's logits copied to the host token kernel."""
+    n_rows = step_logits.shape[0]
+    rows = np.arange(n_rows)  # original row id of each batch row
+    alive = np.ones(n_rows, bool)
+    chosen = np.empty(n_rows, np.int32)
+    chosen_lp = np.empty(n_rows, np.float32)
+    frames = probe.frames_of(rows) if probe else None
+    for step in range(sample_len):
+        b = len(rows)
+        _choose_on_host(step_logits, suppress, rules, tok, temperature, rng, chosen, chosen_lp)
+        log.add(rows, alive, chosen[:b].copy(), chosen_lp[:b].copy())
+        rules.advance(chosen[:b])
+        alive &= chosen[:b] != tok.eot
+        if step == sample_len - 1 or not alive.any():
+            break
+        # Finished rows keep running on end-of-text until half the batch is done; then the
+        # batch shrinks. Fewer distinct batch sizes means fewer compilations of the step.
+        if alive.sum() <= b // 2:
+            keep = np.flatnonzero(alive)
+            state.select(mx.array(keep))
+            rules.select(keep)
+            rows, alive = rows[keep], alive[keep]
+            next_tokens = chosen[:b][keep]
+            frames = probe.frames_of(rows) if probe else None
+        else:
+            next_tokens = np.where(alive, chosen[:b], tok.eot).astype(np.int32)
+        logits, captured = step_fn(mx.array(next_tokens[:, None]), state, frames)
+        outputs = [logits]
+        if probe:
+            probe.record(rows, alive, captured)
+            outputs.extend(captured)
+        mx.eval(*outputs)
+        step_logits = np.asarray(outputs[0])
+
+
+LOOKAHEAD_STEPS = 2  # greedy steps queued on the device ahead of the one the host reads
+
+
+def _greedy_on_device(step_fn, state, probe, rules, log, step_logits, suppress, tok, temperature,
+                      rng, sample_len) -> None:
+    """Greedy decoding with token choice and rule updates inside the compiled step.
+
+    The host queues `LOOKAHEAD_STEPS` steps ahead (MLX evaluates them asynchronously) and reads
+    back only each step's alive mask, to stop and to shrink the batch; chosen tokens stay on the
+    device until the end. While the device runs a step, the host builds the next, so a step's
+    cost is the device's time, not device + host + a round trip."""
+    n_rows = step_logits.shape[0]
+    first = np.empty(n_rows, np.int32)
+    first_lp = np.empty(n_rows, np.float32)
+    _choose_on_host(step_logits, suppress, rules, tok, temperature, rng, first, first_lp)
+    rows = np.arange(n_rows)
+    log.add(rows, np.ones(n_rows, bool), first, first_lp)
+    rules.advance(first)
+    alive = first != tok.eot
+    special = (tok.eot, tok.timestamp_begin, step_logits.shape[1], bool(rules.timestamps))
+    suppress_mx = mx.array(suppress)
+    carry = (mx.array(np.where(alive, first, tok.eot).astype(np.int32)), mx.array(alive),
+             tuple(mx.array(a) for a in rules.arrays()), mx.array(state.offset, dtype=mx.int32))
+    frames = probe.frames_of(rows) if probe else None
+    queue: deque = deque()  # issued steps the host has not read: (rows, chosen, lp, alive, captured)
+    issued = 1
+    while alive.any():
+        while issued < sample_len and len(queue) <= LOOKAHEAD_STEPS:
+            chosen, lp, alive_out, next_tokens, rules_out, offset, captured = step_fn.greedy(
+                carry[0], carry[1], carry[2], carry[3], state, suppress_mx, special, frames)
+            carry = (next_tokens, alive_out, rules_out, offset)
+            mx.async_eval(chosen, lp, *carry[:2], *rules_out, offset, state.keys, state.values,
+                          *(captured or ()))
+            queue.append((rows, chosen, lp, alive_out, captured))
+            issued += 1
+        if not queue:
+            break
+        batch_rows, chosen, lp, alive_out, captured = queue.popleft()
+        log.add(batch_rows, alive, chosen, lp)
+        if probe:
+            probe.record(batch_rows, alive, captured)
+        alive = np.array(alive_out)  # waits for this step only; later ones are queued
+        if alive.any() and alive.sum() <= len(batch_rows) // 2:
+            # Shrink: read the queued steps first (they ran on the full batch), then keep the
+            # rows still alive after the last of them.
+            while queue:
+                batch_rows, chosen, lp, alive_out, captured = queue.popleft()
+                log.add(batch_rows, alive, chosen, lp)
+                if probe:
+                    probe.record(batch_rows, alive, captured)
+                alive = np.array(alive_out)
+            if not alive.any():
+                break
+            keep = np.flatnonzero(alive)
+            keep_mx = mx.array(keep)
+            state.select(keep_mx)
+            carry = (carry[0][keep_mx], carry[1][keep_mx], tuple(a[keep_mx] for a in carry[2]),
+                     carry[3])
+            rows, alive = rows[keep], alive[keep]
+            frames = probe.frames_of(rows) if probe else None
 
 
 def best_attempt(attempts: list[WindowResult], options: DecodingOptions) -> WindowResult:

@@ -247,8 +247,8 @@ class CompiledStep:
         self._slot = {layer: j for j, layer in enumerate(self.probe)}  # layer -> probe_keys index
         self.projection = decoder.output_projection()
         self._fn = mx.compile(self._step)
-        self._fn_select = mx.compile(self._step_select)
-        self._special = (0, 0)
+        self._fn_greedy = mx.compile(self._step_greedy)
+        self._special: tuple = ()
         self._all_frames: dict[tuple[int, int], mx.array] = {}  # (batch, frames) -> constant
 
     def _step(self, tokens, offset, keys, values, cross, probe_keys, frames):
@@ -280,32 +280,45 @@ class CompiledStep:
             return logits, new_keys, new_values, s, norms
         return logits, new_keys, new_values
 
-    def _step_select(self, tokens, offset, keys, values, cross, probe_keys, frames, rules):
-        from .selection import select_tokens
+    def _step_greedy(self, tokens, alive, rules, offset, keys, values, cross, probe_keys, frames,
+                     suppress):
+        from .selection import advance_rules, select_tokens
 
-        out = self._step(tokens, offset, keys, values, cross, probe_keys, frames)
-        chosen, logprobs = select_tokens(out[0], *rules, eot=self._special[0], ts_begin=self._special[1])
-        return (chosen, logprobs) + tuple(out[1:])
+        eot, ts_begin, vocab, timestamps = self._special
+        out = self._step(tokens[:, None], offset, keys, values, cross, probe_keys, frames)
+        chosen, logprobs = select_tokens(out[0], suppress, *rules[:6], eot=eot, ts_begin=ts_begin)
+        rules = advance_rules(rules, chosen, ts_begin, vocab, timestamps)
+        alive_next = alive & (chosen != eot)
+        # Finished rows keep running on end-of-text until the host shrinks the batch.
+        next_tokens = mx.where(alive_next, chosen, eot).astype(mx.int32)
+        return (chosen, logprobs, alive_next, next_tokens, rules, offset + 1) + tuple(out[1:])
 
-    def select(self, tokens: mx.array, state: DecoderState, rules: list, eot: int, ts_begin: int,
-               frames: mx.array | None = None):
-        """A step that also chooses the next token greedily on the device (see `selection`):
-        -> (tokens (B,), log-probabilities (B,), (scores, normalizers) or None). Only B numbers
-        per row leave the device, not the (B, vocab) logits. `frames` (B,) int32: each row's
-        audio frames, over which the normalizers sum (default: all)."""
-        if self._special != (eot, ts_begin):
-            self._special = (eot, ts_begin)
-            self._fn_select = mx.compile(self._step_select)
+    def greedy(self, tokens: mx.array, alive: mx.array, rules: tuple, offset: mx.array,
+               state: DecoderState, suppress: mx.array, special: tuple[int, int, int, bool],
+               frames: mx.array | None = None) -> tuple:
+        """One greedy step that also chooses the token and advances the timestamp rules on the
+        device (`selection`), so that nothing has to come back to the host before the next step
+        can be queued.
+
+        tokens (B,) int32 are the rows' last tokens, `alive` (B,) bool the rows still decoding,
+        `rules` the rule state (`selection.RULE_FIELDS`), `offset` () int32 the token position;
+        `special` = (eot, timestamp_begin, vocab, timestamps on). Returns (chosen (B,), their
+        log-probabilities (B,), alive after this step, next tokens (B,), rules, offset + 1,
+        (scores, normalizers) or None) and advances `state`."""
+        if self._special != special:
+            self._special = special
+            self._fn_greedy = mx.compile(self._step_greedy)
         probe_keys, frames = self._probe_inputs(state, frames, tokens.shape[0])
-        out = self._fn_select(tokens, mx.array(state.offset, dtype=mx.int32), state.keys,
-                              state.values, state.cross, probe_keys, frames, rules)
-        state.keys, state.values = out[2], out[3]
+        out = self._fn_greedy(tokens, alive, rules, offset, state.keys, state.values, state.cross,
+                              probe_keys, frames, suppress)
+        state.keys, state.values = out[6], out[7]
         state.offset += 1
-        return out[0], out[1], (out[4], out[5]) if self.probe else None
+        return tuple(out[:6]) + ((out[8], out[9]) if self.probe else None,)
 
     def __call__(self, tokens: mx.array, state: DecoderState, frames: mx.array | None = None):
         """Run one token per row (B, 1) at `state.offset`; -> (logits (B, V), (scores,
-        normalizers) or None); `frames` as in `select`."""
+        normalizers) or None); `frames` (B,) int32: each row's audio frames, over which the
+        normalizers sum (default: all)."""
         probe_keys, frames = self._probe_inputs(state, frames, tokens.shape[0])
         out = self._fn(tokens, mx.array(state.offset, dtype=mx.int32), state.keys, state.values,
                        state.cross, probe_keys, frames)

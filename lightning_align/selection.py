@@ -2,7 +2,8 @@
 
 The same rules as `kernels.logits.select_tokens` (the host kernel used on CPUs), expressed as
 whole-batch array operations so that they run inside the compiled decoder step: the logits never
-leave the device, only the chosen token and its log-probability per row do.
+leave the device. The rules' state advances on the device too (`advance_rules`), so a greedy step
+needs nothing from the host and the host can queue the next step before this one has finished.
 """
 
 from __future__ import annotations
@@ -46,3 +47,32 @@ def select_tokens(logits: mx.array, suppress: mx.array, text_ok: mx.array, eot_o
     tokens = mx.where(alive, choice, eot).astype(mx.int32)
     logprobs = mx.where(alive, chosen - lse, 0.0).astype(mx.float32)
     return tokens, logprobs
+
+
+# The per-row state of the timestamp rules, in the order `RuleState` fields are passed around:
+# text_ok, eot_ok, ts_rule (bool); ts_min, ts_max, blank, last_value (int32 token ids or -1);
+# last_ts, penult_ts (bool: were the last / second-to-last sampled tokens timestamps).
+RULE_FIELDS = ("text_ok", "eot_ok", "ts_min", "ts_max", "ts_rule", "blank", "last_ts",
+               "penult_ts", "last_value")
+
+
+def advance_rules(rules: tuple, chosen: mx.array, ts_begin: int, vocab: int,
+                  timestamps: bool) -> tuple:
+    """The rule state after each row sampled `chosen` (B,): openai-whisper's
+    `ApplyTimestampRules` as `decoding._TimestampRules.advance` keeps it on the host, as a pure
+    function of arrays. `rules` and the result are tuples in `RULE_FIELDS` order."""
+    text_ok, eot_ok, ts_min, ts_max, ts_rule, blank, last_ts, penult_ts, last_value = rules
+    eot_ok = mx.ones_like(eot_ok)
+    blank = mx.full(blank.shape, -1, mx.int32)
+    if not timestamps:
+        return text_ok, eot_ok, ts_min, ts_max, ts_rule, blank, last_ts, penult_ts, last_value
+    is_ts = chosen >= ts_begin
+    penult_ts, last_ts = last_ts, is_ts
+    last_value = mx.where(is_ts, chosen, last_value).astype(mx.int32)
+    opening = last_ts & ~penult_ts  # a timestamp that must be closed next
+    text_ok = ~opening
+    has_ts = last_value >= 0
+    ts_min = mx.where(has_ts, mx.where(opening, last_value, last_value + 1), ts_begin).astype(mx.int32)
+    # two timestamps in a row close a segment: text must follow
+    ts_max = mx.where(last_ts & penult_ts, -1, vocab - 1).astype(mx.int32)
+    return text_ok, eot_ok, ts_min, ts_max, ts_rule, blank, last_ts, penult_ts, last_value

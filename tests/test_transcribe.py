@@ -7,7 +7,7 @@ import pytest
 
 import lightning_align as la
 from lightning_align.backend import mx
-from lightning_align.decoding import DecodingOptions, decode_with_fallback
+from lightning_align.decoding import DecodingOptions, decode_batch, decode_with_fallback
 from lightning_align.mel import log_mel_window
 from lightning_align.transcribe import split_tokens
 
@@ -97,6 +97,30 @@ def test_device_normalizers_equal_numpy(model, short_speech):
         np.testing.assert_allclose(result.log_norm, log_normalizers(result.attention, n),
                                    rtol=1e-5, atol=1e-4)
     assert not np.allclose(results[0].log_norm[:1], log_normalizers(results[0].attention[:1], frames[1]))
+
+
+@pytest.mark.parametrize("sample_len", [None, 8])
+def test_device_token_choice_equals_host(model, short_speech, sample_len):
+    """Greedy choice inside the compiled step, with the host queuing steps ahead, gives the host
+    kernel's tokens, attention and normalizers: four windows of different lengths, so the batch
+    shrinks twice while steps are queued; `sample_len` cuts rows off before they end."""
+    a = short_speech.audio
+    audios = [a, a[: len(a) // 2], a[: len(a) // 4], a[len(a) // 3:]]
+    features = model.model.embed_audio(mx.array(np.stack([log_mel_window(x, 80) for x in audios])))
+    frames = [int(np.ceil(len(x) / 16000 * 50)) for x in audios]
+    options = DecodingOptions(temperatures=(0.0,), sample_len=sample_len)
+    host, device = (decode_batch(model, features, options, capture=True, audio_frames=frames,
+                                 token_choice=choice) for choice in ("host", "device"))
+    assert len({len(h.tokens) for h in host}) == (1 if sample_len else 4)
+    for h, d in zip(host, device):
+        assert h.tokens == d.tokens
+        # MLX's float32 log-softmax vs the kernel's: same token, log-probabilities within 2e-3
+        np.testing.assert_allclose(d.token_logprobs, h.token_logprobs, atol=2e-3)
+        assert d.attention.shape == h.attention.shape == (len(h.tokens) + (not sample_len),
+                                                          len(model.captured_heads), 1500)
+        np.testing.assert_allclose(d.attention.astype(np.float32), h.attention.astype(np.float32),
+                                   atol=1e-2)
+        np.testing.assert_allclose(d.log_norm, h.log_norm, atol=1e-3)
 
 
 def test_batched_equals_one_window_at_a_time(model, long_speech, long_transcript):
