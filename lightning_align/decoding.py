@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +45,12 @@ class DecodingOptions:
     # keeps the final one as openai-whisper does.
     on_all_failed: str = "best"
     seed: int = 0
+    # Where each step's token is chosen: "device" inside the compiled step, with the host
+    # queuing steps ahead (fast on a GPU); "host" by a numba kernel over the step's logits (fast
+    # on a CPU, where MLX's element-wise ops are single-threaded); "auto" picks by backend.
+    # Greedy choices are the same either way; samples (temperature > 0) come from different
+    # random generators.
+    token_choice: str = "auto"
 
     def __post_init__(self):
         if self.task not in ("transcribe", "translate"):
@@ -52,6 +59,8 @@ class DecodingOptions:
             raise DecodingError(f"temperatures {self.temperatures}: give one or more values >= 0.")
         if self.on_all_failed not in ("best", "last"):
             raise DecodingError(f"on_all_failed={self.on_all_failed!r}: use 'best' or 'last'.")
+        if self.token_choice not in ("auto", "device", "host"):
+            raise DecodingError(f"token_choice={self.token_choice!r}: use 'auto', 'device' or 'host'.")
 
 
 @dataclass(frozen=True)
@@ -192,18 +201,12 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
                  temperature: float = 0.0, capture: bool = False,
                  languages: list[str] | None = None, prompt: list[int] | None = None,
                  rng: np.random.Generator | None = None,
-                 audio_frames: np.ndarray | None = None,
-                 token_choice: str = "auto") -> list[WindowResult]:
+                 audio_frames: np.ndarray | None = None) -> list[WindowResult]:
     """Decode a batch of windows' audio features (B, 1500, C) at one temperature.
 
     With `capture`, each result keeps its alignment-head attention; given `audio_frames` (per
     row, the number of 20 ms encoder frames that hold audio) also its softmax normalizers.
-    `token_choice`: "device" chooses greedy tokens inside the compiled step and queues steps
-    ahead of the host (the default on a GPU), "host" copies each step's logits to a numba kernel
-    (the default on a CPU, and always for sampling at temperature > 0); both choose the same
-    tokens."""
-    if token_choice not in ("auto", "device", "host"):
-        raise DecodingError(f"token_choice={token_choice!r}: use 'auto', 'device' or 'host'.")
+    Tokens are chosen where `options.token_choice` says."""
     n_rows = features.shape[0]
     dims = wm.dims
     if languages is None:
@@ -225,10 +228,8 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     suppress = _suppress_mask(tok, vocab, options)
     rules = _TimestampRules(n_rows, tok, vocab, options, tok.encode(" ")[0])
     rng = rng or np.random.default_rng(options.seed)
-    # On a GPU greedy steps choose their token inside the compiled graph; on a CPU the host
-    # kernel is faster than MLX's element-wise ops.
-    on_device = temperature == 0 and (token_choice == "device"
-                                      or (token_choice == "auto" and gpu_available()))
+    on_device = options.token_choice == "device" or (options.token_choice == "auto"
+                                                     and gpu_available())
     step_fn = compiled_step(wm, probe.layers if probe else None)
     tokens = _TokenLog(n_rows)
     with wm.lock:
@@ -239,7 +240,7 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
         at_sot = host[:, 0, :]
         p = np.exp(at_sot - at_sot.max(-1, keepdims=True))
         no_speech = (p[:, tok.no_speech] / p.sum(-1)) if tok.no_speech is not None else np.zeros(n_rows)
-        loop = _greedy_on_device if on_device else _steps_on_host
+        loop = _steps_on_device if on_device else _steps_on_host
         loop(step_fn, state, probe, rules, tokens, np.ascontiguousarray(host[:, 1, :]), suppress,
              tok, temperature, rng, sample_len)
 
@@ -345,12 +346,12 @@ def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok
         step_logits = np.asarray(outputs[0])
 
 
-LOOKAHEAD_STEPS = 2  # greedy steps queued on the device ahead of the one the host reads
+LOOKAHEAD_STEPS = 2  # steps queued on the device ahead of the one the host reads
 
 
-def _greedy_on_device(step_fn, state, probe, rules, log, step_logits, suppress, tok, temperature,
-                      rng, sample_len) -> None:
-    """Greedy decoding with token choice and rule updates inside the compiled step.
+def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, tok, temperature,
+                     rng, sample_len) -> None:
+    """Decoding with token choice (greedy or sampled) and rule updates inside the compiled step.
 
     The host queues `LOOKAHEAD_STEPS` steps ahead (MLX evaluates them asynchronously) and reads
     back only each step's alive mask, to stop and to shrink the batch; chosen tokens stay on the
@@ -364,20 +365,23 @@ def _greedy_on_device(step_fn, state, probe, rules, log, step_logits, suppress, 
     log.add(rows, np.ones(n_rows, bool), first, first_lp)
     rules.advance(first)
     alive = first != tok.eot
-    special = (tok.eot, tok.timestamp_begin, step_logits.shape[1], bool(rules.timestamps))
+    special = (tok.eot, tok.timestamp_begin, step_logits.shape[1], bool(rules.timestamps),
+               temperature > 0)
+    temperature_mx = mx.array(max(float(temperature), 1e-6), dtype=mx.float32)
     suppress_mx = mx.array(suppress)
     carry = (mx.array(np.where(alive, first, tok.eot).astype(np.int32)), mx.array(alive),
-             tuple(mx.array(a) for a in rules.arrays()), mx.array(state.offset, dtype=mx.int32))
+             tuple(mx.array(a) for a in rules.arrays()), mx.array(state.offset, dtype=mx.int32),
+             mx.random.key(int(rng.integers(2**31))))
     frames = probe.frames_of(rows) if probe else None
     queue: deque = deque()  # issued steps the host has not read: (rows, chosen, lp, alive, captured)
     issued = 1
     while alive.any():
         while issued < sample_len and len(queue) <= LOOKAHEAD_STEPS:
-            chosen, lp, alive_out, next_tokens, rules_out, offset, captured = step_fn.greedy(
-                carry[0], carry[1], carry[2], carry[3], state, suppress_mx, special, frames)
-            carry = (next_tokens, alive_out, rules_out, offset)
-            mx.async_eval(chosen, lp, *carry[:2], *rules_out, offset, state.keys, state.values,
-                          *(captured or ()))
+            chosen, lp, alive_out, next_tokens, rules_out, offset, key, captured = step_fn.choose(
+                *carry, temperature_mx, state, suppress_mx, special, frames)
+            carry = (next_tokens, alive_out, rules_out, offset, key)
+            mx.async_eval(chosen, lp, next_tokens, alive_out, *rules_out, offset, key, state.keys,
+                          state.values, *(captured or ()))
             queue.append((rows, chosen, lp, alive_out, captured))
             issued += 1
         if not queue:
@@ -402,7 +406,7 @@ def _greedy_on_device(step_fn, state, probe, rules, log, step_logits, suppress, 
             keep_mx = mx.array(keep)
             state.select(keep_mx)
             carry = (carry[0][keep_mx], carry[1][keep_mx], tuple(a[keep_mx] for a in carry[2]),
-                     carry[3])
+                     carry[3], carry[4])
             rows, alive = rows[keep], alive[keep]
             frames = probe.frames_of(rows) if probe else None
 
@@ -417,10 +421,14 @@ def best_attempt(attempts: list[WindowResult], options: DecodingOptions) -> Wind
 
 def decode_with_fallback(wm: WhisperModel, features: mx.array, options: DecodingOptions, *,
                          capture: bool = False, prompt: list[int] | None = None,
-                         audio_frames: np.ndarray | None = None) -> list[WindowResult]:
+                         audio_frames: np.ndarray | None = None,
+                         on_final: Callable[[list[int], list[WindowResult]], None] | None = None,
+                         ) -> list[WindowResult]:
     """Decode a batch of windows; re-decode failing windows at rising temperatures.
     `audio_frames`: per window, its number of 20 ms encoder frames holding audio (see
-    `decode_batch`)."""
+    `decode_batch`). `on_final(rows, results)`, when given, hears about windows as soon as
+    their result is final (after each temperature), so a caller can use them while the
+    failing ones are decoded again."""
     n_rows = features.shape[0]
     languages = None
     if wm.is_multilingual and options.language is None:
@@ -436,11 +444,12 @@ def decode_with_fallback(wm: WhisperModel, features: mx.array, options: Decoding
                                languages=[languages[i] for i in todo] if languages else None,
                                prompt=prompt, rng=rng,
                                audio_frames=None if audio_frames is None else np.asarray(audio_frames)[todo])
-        failed = []
+        failed, passed = [], []
         for row, result in zip(todo, decoded):
             attempts[row].append(result)
-            if result.needs_fallback(options):
-                failed.append(row)
+            (failed if result.needs_fallback(options) else passed).append(int(row))
+        if on_final is not None and passed:
+            on_final(passed, [attempts[row][-1] for row in passed])
         todo = np.array(failed, dtype=np.int64)
         if len(todo) == 0:
             break
@@ -448,5 +457,6 @@ def decode_with_fallback(wm: WhisperModel, features: mx.array, options: Decoding
     if options.on_all_failed == "best":
         for row in todo:
             results[row] = best_attempt(attempts[row], options)
+    if on_final is not None and len(todo):
+        on_final(todo.tolist(), [results[row] for row in todo])
     return results  # type: ignore[return-value]
-

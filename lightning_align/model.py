@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import mlx.nn as nn
 
@@ -247,8 +248,7 @@ class CompiledStep:
         self._slot = {layer: j for j, layer in enumerate(self.probe)}  # layer -> probe_keys index
         self.projection = decoder.output_projection()
         self._fn = mx.compile(self._step)
-        self._fn_greedy = mx.compile(self._step_greedy)
-        self._special: tuple = ()
+        self._fn_choose: dict[tuple, object] = {}
         self._all_frames: dict[tuple[int, int], mx.array] = {}  # (batch, frames) -> constant
 
     def _step(self, tokens, offset, keys, values, cross, probe_keys, frames):
@@ -280,40 +280,46 @@ class CompiledStep:
             return logits, new_keys, new_values, s, norms
         return logits, new_keys, new_values
 
-    def _step_greedy(self, tokens, alive, rules, offset, keys, values, cross, probe_keys, frames,
-                     suppress):
+    def _step_choose(self, special, tokens, alive, rules, offset, key, temperature, keys, values,
+                     cross, probe_keys, frames, suppress):
         from .selection import advance_rules, select_tokens
 
-        eot, ts_begin, vocab, timestamps = self._special
+        eot, ts_begin, vocab, timestamps, sampled = special
         out = self._step(tokens[:, None], offset, keys, values, cross, probe_keys, frames)
-        chosen, logprobs = select_tokens(out[0], suppress, *rules[:6], eot=eot, ts_begin=ts_begin)
+        sample_key = None
+        if sampled:
+            key, sample_key = mx.random.split(key)
+        chosen, logprobs = select_tokens(out[0], suppress, *rules[:6], eot=eot, ts_begin=ts_begin,
+                                         temperature=temperature if sampled else 0.0,
+                                         key=sample_key)
         rules = advance_rules(rules, chosen, ts_begin, vocab, timestamps)
         alive_next = alive & (chosen != eot)
         # Finished rows keep running on end-of-text until the host shrinks the batch.
         next_tokens = mx.where(alive_next, chosen, eot).astype(mx.int32)
-        return (chosen, logprobs, alive_next, next_tokens, rules, offset + 1) + tuple(out[1:])
+        return (chosen, logprobs, alive_next, next_tokens, rules, offset + 1, key) + tuple(out[1:])
 
-    def greedy(self, tokens: mx.array, alive: mx.array, rules: tuple, offset: mx.array,
-               state: DecoderState, suppress: mx.array, special: tuple[int, int, int, bool],
-               frames: mx.array | None = None) -> tuple:
-        """One greedy step that also chooses the token and advances the timestamp rules on the
-        device (`selection`), so that nothing has to come back to the host before the next step
-        can be queued.
+    def choose(self, tokens: mx.array, alive: mx.array, rules: tuple, offset: mx.array,
+               key: mx.array, temperature: mx.array, state: DecoderState, suppress: mx.array,
+               special: tuple[int, int, int, bool, bool], frames: mx.array | None = None) -> tuple:
+        """One step that also chooses the next token (greedy, or sampled at a temperature) and
+        advances the timestamp rules on the device (`selection`), so that nothing has to come
+        back to the host before the next step can be queued.
 
         tokens (B,) int32 are the rows' last tokens, `alive` (B,) bool the rows still decoding,
-        `rules` the rule state (`selection.RULE_FIELDS`), `offset` () int32 the token position;
-        `special` = (eot, timestamp_begin, vocab, timestamps on). Returns (chosen (B,), their
-        log-probabilities (B,), alive after this step, next tokens (B,), rules, offset + 1,
-        (scores, normalizers) or None) and advances `state`."""
-        if self._special != special:
-            self._special = special
-            self._fn_greedy = mx.compile(self._step_greedy)
+        `rules` the rule state (`selection.RULE_FIELDS`), `offset` () int32 the token position,
+        `key` the random key and `temperature` () float32 the temperature sampling draws with;
+        `special` = (eot, timestamp_begin, vocab, timestamps on, sampling). Returns (chosen (B,),
+        their log-probabilities (B,), alive after this step, next tokens (B,), rules, offset + 1,
+        next key, (scores, normalizers) or None) and advances `state`."""
+        fn = self._fn_choose.get(special)
+        if fn is None:  # one compiled graph per kind of step; MLX keeps one per batch shape
+            fn = self._fn_choose[special] = mx.compile(partial(self._step_choose, special))
         probe_keys, frames = self._probe_inputs(state, frames, tokens.shape[0])
-        out = self._fn_greedy(tokens, alive, rules, offset, state.keys, state.values, state.cross,
-                              probe_keys, frames, suppress)
-        state.keys, state.values = out[6], out[7]
+        out = fn(tokens, alive, rules, offset, key, temperature, state.keys, state.values,
+                 state.cross, probe_keys, frames, suppress)
+        state.keys, state.values = out[7], out[8]
         state.offset += 1
-        return tuple(out[:6]) + ((out[8], out[9]) if self.probe else None,)
+        return tuple(out[:7]) + ((out[9], out[10]) if self.probe else None,)
 
     def __call__(self, tokens: mx.array, state: DecoderState, frames: mx.array | None = None):
         """Run one token per row (B, 1) at `state.offset`; -> (logits (B, V), (scores,

@@ -2,8 +2,7 @@
 
 The same rules as `kernels.logits.select_tokens` (the host kernel used on CPUs), expressed as
 whole-batch array operations so that they run inside the compiled decoder step: the logits never
-leave the device. The rules' state advances on the device too (`advance_rules`), so a greedy step
-needs nothing from the host and the host can queue the next step before this one has finished.
+leave the device. The rules' state advances on the device too (`advance_rules`), so a step needs nothing from the host and the host can queue the next step before this one has finished.
 """
 
 from __future__ import annotations
@@ -13,13 +12,14 @@ from .backend import mx
 
 def select_tokens(logits: mx.array, suppress: mx.array, text_ok: mx.array, eot_ok: mx.array,
                   ts_min: mx.array, ts_max: mx.array, ts_rule: mx.array, blank: mx.array,
-                  eot: int, ts_begin: int, temperature: float = 0.0,
+                  eot: int, ts_begin: int, temperature: float | mx.array = 0.0,
                   key: mx.array | None = None) -> tuple[mx.array, mx.array]:
     """-> (tokens (B,) int32, log-probabilities (B,) float32 under the filtered distribution).
 
     Arguments as in `kernels.logits.select_tokens`: logits (B, V); suppress (V,) bool; text_ok,
-    eot_ok, ts_rule (B,) bool; ts_min, ts_max, blank (B,) int32 token ids (-1: none). A row with
-    every token banned ends (end-of-text, log-probability 0).
+    eot_ok, ts_rule (B,) bool; ts_min, ts_max, blank (B,) int32 token ids (-1: none). Greedy,
+    or with a random `key` sampled from softmax(logits / temperature). A row with every token
+    banned ends (end-of-text, log-probability 0).
     """
     vocab = logits.shape[-1]
     idx = mx.arange(vocab)[None, :]
@@ -38,7 +38,7 @@ def select_tokens(logits: mx.array, suppress: mx.array, text_ok: mx.array, eot_o
     x = mx.where(force[:, None] & (idx < ts_begin), -mx.inf, x)
     best = x.max(axis=-1)
     lse = mx.logsumexp(x, axis=-1)
-    if temperature > 0:
+    if key is not None:  # sampling; `temperature` may be an array (one graph for all values)
         choice = mx.random.categorical(x / temperature, key=key)
     else:
         choice = mx.argmax(x, axis=-1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -108,9 +110,9 @@ def test_device_token_choice_equals_host(model, short_speech, sample_len):
     audios = [a, a[: len(a) // 2], a[: len(a) // 4], a[len(a) // 3:]]
     features = model.model.embed_audio(mx.array(np.stack([log_mel_window(x, 80) for x in audios])))
     frames = [int(np.ceil(len(x) / 16000 * 50)) for x in audios]
-    options = DecodingOptions(temperatures=(0.0,), sample_len=sample_len)
-    host, device = (decode_batch(model, features, options, capture=True, audio_frames=frames,
-                                 token_choice=choice) for choice in ("host", "device"))
+    host, device = (decode_batch(model, features, DecodingOptions(
+        temperatures=(0.0,), sample_len=sample_len, token_choice=choice), capture=True,
+        audio_frames=frames) for choice in ("host", "device"))
     assert len({len(h.tokens) for h in host}) == (1 if sample_len else 4)
     for h, d in zip(host, device):
         assert h.tokens == d.tokens
@@ -121,6 +123,26 @@ def test_device_token_choice_equals_host(model, short_speech, sample_len):
         np.testing.assert_allclose(d.attention.astype(np.float32), h.attention.astype(np.float32),
                                    atol=1e-2)
         np.testing.assert_allclose(d.log_norm, h.log_norm, atol=1e-3)
+
+
+def test_device_sampling_is_seeded_and_follows_the_rules(model, short_speech):
+    """Sampling inside the compiled step (the GPU's fallback temperatures): the same seed gives
+    the same tokens, another seed other tokens, and the timestamp rules still hold."""
+    features = model.model.embed_audio(mx.array(log_mel_window(short_speech.audio, 80)[None]))
+    options = DecodingOptions(temperatures=(1.0,), token_choice="device", seed=3)
+
+    def sample(opts):
+        return decode_batch(model, features, opts, temperature=1.0)[0]
+
+    first, again = sample(options), sample(options)
+    others = [sample(replace(options, seed=seed)) for seed in (4, 5)]
+    assert first.tokens == again.tokens
+    assert any(o.tokens != first.tokens for o in others)
+    ts_begin = model.tokenizer().timestamp_begin
+    for result in [first] + others:
+        stamps = [t for t in result.tokens if t >= ts_begin]
+        assert stamps == sorted(stamps) and result.tokens[0] >= ts_begin
+        assert (result.token_logprobs <= 0).all()
 
 
 def test_batched_equals_one_window_at_a_time(model, long_speech, long_transcript):
