@@ -144,7 +144,8 @@ def _batched(wm, samples, options, context, capture, batch_size, progress, verbo
     languages: list[str] = []
     bar = _progress(len(pending), progress)
     # Word alignment is host work (numba, numpy) and MLX releases the GIL while the device
-    # computes, so a batch's words are aligned in a thread while the next batch decodes.
+    # computes, so words are aligned in a thread as soon as windows are final: while the
+    # batch's failing windows are decoded again at a higher temperature, and the next batch.
     aligner = ThreadPoolExecutor(max_workers=1) if word_timestamps else None
     aligning = []
     if aligner is not None:  # the signal refinement's energy envelope, while the GPU decodes
@@ -154,21 +155,31 @@ def _batched(wm, samples, options, context, capture, batch_size, progress, verbo
         for first in range(0, len(pending), batch_size):
             batch = pending[first : first + batch_size]
             features = _encode(wm, samples, batch)
+            by_window: dict[int, list[Segment]] = {}
+
+            def accept(rows, results, batch=batch, by_window=by_window):
+                # Windows final at this temperature: their segments (and words, in the
+                # aligner thread) while the failing windows are decoded again.
+                accepted = []
+                for row, result in zip(rows, results):
+                    new = window_segments(wm, batch[row], result, options, context,
+                                          len(segments), final=True)
+                    segments.extend(new)
+                    by_window[row] = new
+                    accepted.extend(new)
+                if aligner is not None and accepted:
+                    aligning.append(aligner.submit(_align_segments, accepted))
+
             results = decode_with_fallback(wm, features, options, capture=capture, prompt=prompt,
-                                           audio_frames=[_audio_frames(w) for w in batch])
+                                           audio_frames=[_audio_frames(w) for w in batch],
+                                           on_final=accept)
             del features
-            batch_segments = []
-            for window, result in zip(batch, results):
+            for row, (window, result) in enumerate(zip(batch, results)):
                 languages.append(result.language)
-                new = window_segments(wm, window, result, options, context, len(segments), final=True)
-                _report(new, verbose)
-                segments.extend(new)
-                batch_segments.extend(new)
-                tail = _untranscribed_tail(window, new, samples)
+                _report(by_window[row], verbose)
+                tail = _untranscribed_tail(window, by_window[row], samples)
                 if tail is not None:
                     tails.append(tail)
-            if aligner is not None and batch_segments:
-                aligning.append(aligner.submit(_align_segments, batch_segments))
             if bar:
                 bar.update(len(batch))
         if not tails:
