@@ -50,6 +50,13 @@ def main(argv=None) -> int:
                 return original(*a, **k)
         setattr(module, attr, wrapper)
 
+    original_batch = decoding.decode_batch
+
+    def decode_batch(*a, temperature=0.0, **k):
+        with timed("decode T=0" if temperature == 0 else "decode T>0 (fallback)"):
+            return original_batch(*a, temperature=temperature, **k)
+    decoding.decode_batch = decode_batch
+
     wrap(tr, "log_mel_window", "mel")
     wrap(tr, "decode_with_fallback", "decode")
     wrap(tr, "window_segments", "segments+capture finalize")

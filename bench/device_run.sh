@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # On the GPU machine (after ../shared/tools/device-stage's calls): speed of lightning-align and
 # its peers, same machine, same weights, same audio. Writes JSON lines under $OUT.
-# Knobs: STAGE (staging dir, e.g. .device-stage-base), AUDIO, REF (its text: adds WER), TILE, LIGHTNING, BATCHES, WINDOWS, PEERS, BREAK.
+# Knobs: STAGE (staging dir, e.g. .device-stage-base), MODEL_DIR (the weights, when not the
+# stage's), AUDIO, REF (its text: adds WER), TILE, LIGHTNING, BATCHES, WINDOWS, REPEAT (runs of
+# each lightning system after the warm-up; the report keeps the fastest), PEERS, PEER_REPEAT, BREAK.
 set -uo pipefail
 source "${STAGE:-.device-stage}/payload/device-install" --env-only
-[ -d /tmp/site/numba ] || tar -xJf .whl/numba-llvmlite-py312.tar.xz -C /tmp/site
+[ -n "${MODEL_DIR:-}" ] && export WHISPER_MODEL_DIR=$MODEL_DIR
+# numba: the device image has one; older images needed it carried
+python3 -c "import numba" 2>/dev/null || tar -xJf .whl/numba-llvmlite-py312.tar.xz -C /tmp/site
 ln -sfn ../kernels lightning_align/kernels
 export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1
 audio=${AUDIO:-.benchdata/speech450.npy}
@@ -18,10 +22,12 @@ if [ -n "${BREAK:-1}" ]; then
   done
 fi
 for tile in ${TILE:-1 4}; do
+  [ "$tile" != 1 ] && refarg=()  # WER is a quadratic edit distance: minutes on tiled text
   python3 -m bench.throughput "$audio" --tile "$tile" --systems "${LIGHTNING:-lightning,lightning+words}" \
-      --batch-sizes "${BATCHES:-64}" --window-s "${WINDOWS:-30,auto}" "${refarg[@]}" --out "$OUT/gpu.jsonl" 2>&1 | cut -c1-200
+      --batch-sizes "${BATCHES:-64}" --window-s "${WINDOWS:-30,auto}" --repeat "${REPEAT:-1}" \
+      "${refarg[@]}" --out "$OUT/gpu.jsonl" 2>&1 | cut -c1-200
 done
 [ -n "${PEERS-mlx-whisper,mlx-whisper+words}" ] && python3 -m bench.throughput "$audio" \
     --systems "${PEERS:-mlx-whisper,mlx-whisper+words},lightning,lightning+words" --batch-sizes 64 \
-    "${refarg[@]}" --out "$OUT/gpu.jsonl" 2>&1 | cut -c1-200
+    --repeat "${PEER_REPEAT:-1}" "${refarg[@]}" --out "$OUT/gpu.jsonl" 2>&1 | cut -c1-200
 exit 0
