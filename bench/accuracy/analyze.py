@@ -103,8 +103,8 @@ def summary(errs: list[WordError], key, label: str, which: str = "start") -> str
             continue
         a = np.abs(v)
         lines.append(f"  {str(g):22s} {len(v):4d} {a.mean():6.1f} {v.mean():+6.1f} "
-                     f"{100 * np.mean(a <= 20):5.0f} {100 * np.mean(a <= 50):5.0f} "
-                     f"{100 * np.mean(a <= 200):5.0f} | {100 * a.sum() / 1000 / total:5.1f} %")
+                     f"{100 * np.mean(a <= 20 + 1e-6):5.0f} {100 * np.mean(a <= 50 + 1e-6):5.0f} "
+                     f"{100 * np.mean(a <= 200 + 1e-6):5.0f} | {100 * a.sum() / 1000 / total:5.1f} %")
     return "\n".join(lines)
 
 
