@@ -25,7 +25,7 @@ from .mel import TOKENS_PER_SECOND, log_mel_window
 from .model import DecoderState
 from .models import WhisperModel, load_model
 from .transcript import Segment, SegmentSource
-from .refine import RefineOptions, snap_words, speech_spans
+from .refine import RefineOptions, snap_to_dips, snap_words, speech_spans
 from .words import WordTiming, apply_heuristics, shift_words, to_dicts, word_timings
 
 METHODS = ("onepass", "reference")
@@ -51,6 +51,9 @@ class AlignOptions:
         signal's energy (`refine.snap_words`); fixes words stretched over silence.
     calibration: use this `Calibration` instead of the shipped one (its heads must be among
         the model's `captured_heads`).
+    dips: move each boundary between two words inside continuous speech (not at a pause that
+        `refine` snapped to) to the quietest point of the signal within
+        `refine_options.dip_reach_s` (`refine.snap_to_dips`).
     Defaults are the switches that won on both the calibration and evaluation sets.
     """
 
@@ -61,11 +64,12 @@ class AlignOptions:
     anchor_slack_s: float = 0.5
     refine_options: RefineOptions = field(default_factory=RefineOptions)
     calibration: "Calibration | None" = None
+    dips: bool = True
 
     @classmethod
     def plain(cls) -> "AlignOptions":
         """openai-whisper's DTW on the captured attention, with no correction."""
-        return cls(head_weights=False, lag=False, anchors=False, refine=False)
+        return cls(head_weights=False, lag=False, anchors=False, refine=False, dips=False)
 
 
 @dataclass(frozen=True)
@@ -459,10 +463,10 @@ def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments
             else:
                 last_speech = _decoded_bounds(previous, timings)[1] if isinstance(previous, dict) else 0.0
             timings, start, end = apply_heuristics(timings, start, end, last_speech)
-        if options.refine and timings:
+        if (options.refine or options.dips) and timings:
             samples = _samples_for(job, audio)
             if samples is not None:
-                start, end = _refine(timings, samples, options.refine_options, start, end)
+                start, end = _refine(timings, samples, options, start, end)
         words = to_dicts(timings)
         seg["words"] = words
         if heuristics and words:
@@ -480,15 +484,24 @@ def _samples_for(job: _Job, audio) -> np.ndarray | None:
     return src.context.samples() if src is not None else None
 
 
-def _refine(timings: list[WordTiming], samples: np.ndarray, ropts: RefineOptions,
+def _refine(timings: list[WordTiming], samples: np.ndarray, options: AlignOptions,
             start: float, end: float) -> tuple[float, float]:
-    """Snap the words' boundaries to pauses in the signal, in place; returns the segment's
-    (start, end) moved with its first and last word."""
-    t0 = max(0.0, timings[0].start - ropts.context_s)
-    t1 = min(len(samples) / SAMPLE_RATE, timings[-1].end + ropts.context_s)
-    spans = speech_spans(samples, t0, t1, ropts)
-    starts, ends = snap_words(np.array([w.start for w in timings]),
-                              np.array([w.end for w in timings]), spans, ropts)
+    """Snap the words' boundaries to pauses in the signal (`options.refine`), then the others
+    to energy dips (`options.dips`), in place; returns the segment's (start, end) moved with
+    its first and last word."""
+    ropts = options.refine_options
+    starts0 = np.array([w.start for w in timings])
+    ends0 = np.array([w.end for w in timings])
+    starts, ends = starts0, ends0
+    if options.refine:
+        t0 = max(0.0, timings[0].start - ropts.context_s)
+        t1 = min(len(samples) / SAMPLE_RATE, timings[-1].end + ropts.context_s)
+        starts, ends = snap_words(starts0, ends0, speech_spans(samples, t0, t1, ropts), ropts)
+    if options.dips:
+        # boundaries a pause decided stay; so do those where the words do not touch
+        fixed = (np.abs(ends[:-1] - ends0[:-1]) > 1e-9) | (np.abs(starts[1:] - starts0[1:]) > 1e-9) \
+            | (np.abs(ends[:-1] - starts[1:]) > 1e-9)
+        starts, ends = snap_to_dips(starts, ends, fixed, samples, ropts)
     duration = len(samples) / SAMPLE_RATE
     for w, a, b in zip(timings, starts, ends):
         w.end = float(min(b, duration))

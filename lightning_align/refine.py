@@ -41,6 +41,11 @@ class RefineOptions:
     reach_s: float = 0.2
     min_word_s: float = 0.04
     context_s: float = 2.0
+    dip_reach_s: float = 0.06
+    dip_tolerance_db: float = 0.0
+    dip_hop_s: float = 0.005
+    dip_window_s: float = 0.01
+    dip_edges: bool = True
 
 
 class Envelope:
@@ -188,3 +193,63 @@ def _consistent(starts: np.ndarray, ends: np.ndarray, min_word_s: float):
         if ends[i] < starts[i] + min_word_s:
             ends[i] = starts[i] + min_word_s
     return starts, ends
+
+
+def fine_levels(samples: np.ndarray, t0_s: float, t1_s: float, hop_s: float,
+                window_s: float) -> tuple[float, np.ndarray]:
+    """Level in dB of `window_s` frames every `hop_s`, centred from the first multiple of
+    `hop_s` at or after t0_s up to t1_s: (time of frame 0's centre, levels)."""
+    hop, win = int(round(hop_s * SAMPLE_RATE)), int(round(window_s * SAMPLE_RATE))
+    k0 = max(0, int(np.ceil(t0_s / hop_s - 1e-9)))
+    k1 = max(k0, min(int(np.ceil(t1_s / hop_s - 1e-9)), len(samples) // hop + 1))
+    starts = np.arange(k0, k1) * hop - win // 2  # sample range of each frame, zeros outside
+    lo = max(0, k0 * hop - win // 2)
+    hi = min(len(samples), max(lo, (k1 - 1) * hop - win // 2 + win))
+    csum = np.concatenate([[0.0], np.cumsum(np.square(samples[lo:hi], dtype=np.float64))])
+    ia = np.clip(starts - lo, 0, hi - lo)
+    ib = np.clip(starts + win - lo, 0, hi - lo)
+    energy = (csum[ib] - csum[ia]) / win
+    return k0 * hop_s, (10.0 * np.log10(energy + 1e-10)).astype(np.float32)
+
+
+def snap_to_dips(starts: np.ndarray, ends: np.ndarray, fixed: np.ndarray, samples: np.ndarray,
+                 options: RefineOptions = RefineOptions()) -> tuple[np.ndarray, np.ndarray]:
+    """Move each boundary inside continuous speech (word i's end and word i+1's start, where
+    `fixed[i]` is False) to the quietest point of the signal within `dip_reach_s`: word
+    boundaries inside speech tend to sit in an energy dip (a consonant, a stop closure).
+    Levels are `dip_window_s` frames every `dip_hop_s`; the dip is the minimum and the frames
+    next to it within `dip_tolerance_db`: the earlier word ends where it begins, the next
+    starts where it ends. Returns new (starts, ends)."""
+    starts = np.array(starts, np.float64)
+    ends = np.array(ends, np.float64)
+    n = len(starts)
+    if n < 2:
+        return starts, ends
+    reach, hop = options.dip_reach_s, options.dip_hop_s
+    t0 = max(0.0, float(starts[0]) - reach - hop)
+    origin, db = fine_levels(samples, t0, float(ends[-1]) + reach + hop, hop, options.dip_window_s)
+    if len(db) < 3:
+        return starts, ends
+    half = options.dip_window_s / 2 if options.dip_edges else 0.0
+    for i in range(n - 1):
+        if fixed[i]:
+            continue
+        t = float(starts[i + 1])
+        lo_t = max(t - reach, float(starts[i]) + options.min_word_s)
+        hi_t = min(t + reach, float(ends[i + 1]) - options.min_word_s)
+        lo = max(0, int(np.ceil((lo_t - origin) / hop - 1e-9)))
+        hi = min(len(db), int(np.floor((hi_t - origin) / hop + 1e-9)) + 1)
+        if hi - lo < 1:
+            continue
+        k = lo + int(np.argmin(db[lo:hi]))
+        left = right = k
+        limit = db[k] + options.dip_tolerance_db
+        while left > lo and db[left - 1] <= limit:
+            left -= 1
+        while right < hi - 1 and db[right + 1] <= limit:
+            right += 1
+        a = origin + left * hop - (half if right > left else 0.0)
+        b = origin + right * hop + (half if right > left else 0.0)
+        ends[i] = max(a, float(starts[i]) + options.min_word_s)
+        starts[i + 1] = min(max(b, ends[i]), float(ends[i + 1]) - options.min_word_s)
+    return _consistent(starts, ends, options.min_word_s)

@@ -7,7 +7,7 @@ import pytest
 
 from bench.accuracy import metrics
 from bench.accuracy.metrics import TimedWord, score
-from lightning_align.refine import RefineOptions, snap_words, speech_spans
+from lightning_align.refine import RefineOptions, fine_levels, snap_to_dips, snap_words, speech_spans
 from lightning_align.synth import concatenate, synthesize
 
 REF = [TimedWord("the", 0.50, 0.62), TimedWord("quick", 0.62, 0.95), TimedWord("brown", 0.95, 1.30),
@@ -106,6 +106,66 @@ def test_spans_stay_inside_the_audio():
     speech = synthesize("Yes.", voice="en-gb")  # speech from the very first sample
     spans = speech_spans(speech.audio, 0.0, speech.duration)
     assert spans.min() >= 0.0 and spans.max() <= speech.duration
+
+
+def test_fine_levels_equal_a_direct_computation(paused_speech):
+    x = paused_speech.audio
+    for t0, t1 in ((0.0, 0.3), (1.2345, 2.0), (paused_speech.duration - 0.1, paused_speech.duration)):
+        origin, db = fine_levels(x, t0, t1, 0.005, 0.01)
+        k0 = int(round(origin / 0.005))
+        assert origin >= t0 - 1e-9 and origin - t0 < 0.005
+        for k, level in enumerate(db):
+            c = (k0 + k) * 80  # frame centre in samples; the frame is [c - 80, c + 80), zeros outside
+            frame = np.zeros(160)
+            lo, hi = max(0, c - 80), min(len(x), c + 80)
+            frame[lo - (c - 80) : hi - (c - 80)] = x[lo:hi]
+            assert level == pytest.approx(10 * np.log10(np.mean(frame**2) + 1e-10), abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def connected_speech():
+    return synthesize("He polished the great lens and watched the ships pass through the "
+                      "narrow channel.", voice="en-us", rate_wpm=165, lead_in_s=0.3, tail_s=0.3)
+
+
+def test_dips_move_only_free_boundaries_and_only_within_reach(connected_speech):
+    w = connected_speech.words
+    shift = np.resize([0.03, -0.03, 0.05, -0.05], len(w) - 1)
+    bounds = np.array([b.start for b in w[1:]]) + shift
+    starts = np.concatenate([[w[0].start], bounds])
+    ends = np.concatenate([bounds, [w[-1].end]])
+    fixed = np.arange(len(w) - 1) % 3 == 0
+    options = RefineOptions()
+    s, e = snap_to_dips(starts, ends, fixed, connected_speech.audio, options)
+    assert np.array_equal(s[1:][fixed], starts[1:][fixed]) and np.array_equal(e[:-1][fixed], ends[:-1][fixed])
+    free = ~fixed
+    assert np.all(np.abs(s[1:][free] - bounds[free]) <= options.dip_reach_s + options.dip_window_s)
+    assert np.all(np.abs(e[:-1][free] - bounds[free]) <= options.dip_reach_s + options.dip_window_s)
+    assert s[0] == starts[0] and e[-1] == ends[-1]
+    assert np.all(e - s >= options.min_word_s - 1e-9) and np.all(s[1:] >= e[:-1] - 1e-9)
+
+
+def test_a_boundary_near_a_stop_closure_moves_into_it(connected_speech):
+    """Word-initial stops are silent closures in espeak-ng's audio (the word starts at the
+    burst): a boundary placed near one lands in the closure, the quietest stretch around it."""
+    x, w = connected_speech.audio, connected_speech.words
+    hop = RefineOptions().dip_hop_s
+    checked = 0
+    for i in range(len(w) - 1):
+        gap = w[i + 1].start - w[i].end
+        if not 0.01 < gap < RefineOptions().min_pause_s:  # a closure too short to be a pause
+            continue
+        a, b = int(w[i].end * 16000), int(w[i + 1].start * 16000)
+        if np.max(np.abs(x[a:b])) > 1e-3 * np.max(np.abs(x)):
+            continue
+        for offset in (-0.04, 0.04):
+            t = w[i + 1].start + offset
+            starts = np.array([w[i].start, t])
+            ends = np.array([t, w[i + 1].end])
+            s, e = snap_to_dips(starts, ends, np.array([False]), x)
+            assert w[i].end - hop <= e[0] <= s[1] <= w[i + 1].start + hop
+        checked += 1
+    assert checked >= 1
 
 
 def test_calibration_and_evaluation_texts_are_disjoint():

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import datetime
+import subprocess
 import sys
 from pathlib import Path
 
-from .report import report, write_block
+from .report import keep_peer_rows, report, write_block
 
 
 def main(argv: list[str]) -> None:
@@ -22,6 +24,16 @@ def main(argv: list[str]) -> None:
         print(parts[-1], flush=True)
     text = ("Regenerate: `python -m bench.accuracy --models tiny.en,base --write docs/benchmarks.md` "
             "(see docs/accuracy.md).\n\n" + "\n".join(parts))
+    if args.no_peers:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+        text = (f"Regenerate: `python -m bench.accuracy --write docs/benchmarks.md` (with the peers; "
+                f"`--no-peers` runs ours only and keeps the peers' rows already in the file; see "
+                f"docs/accuracy.md). Our rows measured {datetime.date.today()} at commit {commit}; "
+                f"the peers' rows (they do not depend on this project's code) are kept from the "
+                f"last run with peers.\n\n" + "\n".join(parts))
+        if args.write:
+            text = keep_peer_rows(text, args.write)
     if args.write:
         write_block(text, args.write)
 

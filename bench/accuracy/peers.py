@@ -22,13 +22,17 @@ Words = list[tuple[str, float, float]]
 # The one-pass ablations: each correction alone on top of openai's DTW, then combined.
 ABLATIONS: dict[str, AlignOptions] = {
     "onepass plain (openai DTW on captured attention)": AlignOptions.plain(),
-    "+ anchors (decoded timestamps bound the DTW)": AlignOptions(False, False, True, False),
-    "+ lag correction": AlignOptions(False, True, False, False),
-    "+ calibrated heads": AlignOptions(True, False, False, False),
-    "+ signal refinement": AlignOptions(False, False, False, True),
-    "+ heads + lag": AlignOptions(True, True, False, False),
-    "+ heads + lag + refinement": AlignOptions(True, True, False, True),
-    "+ heads + refinement (default)": AlignOptions(),
+    "+ anchors (decoded timestamps bound the DTW)": AlignOptions(False, False, True, False, dips=False),
+    "+ lag correction": AlignOptions(False, True, False, False, dips=False),
+    "+ calibrated heads": AlignOptions(True, False, False, False, dips=False),
+    "+ signal refinement": AlignOptions(False, False, False, True, dips=False),
+    "+ energy dips": AlignOptions(False, False, False, False, dips=True),
+    "+ heads + dips": AlignOptions(refine=False),
+    "+ heads + lag": AlignOptions(True, True, False, False, dips=False),
+    "+ heads + lag + refinement": AlignOptions(True, True, False, True, dips=False),
+    "+ heads + refinement": AlignOptions(dips=False),
+    "+ heads + lag + refinement + dips": AlignOptions(lag=True),
+    "+ heads + refinement + dips (default)": AlignOptions(),
 }
 
 

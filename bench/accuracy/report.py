@@ -74,6 +74,38 @@ def report(model: str | None = None, with_peers: bool = True, log=print) -> str:
     return "\n".join(out)
 
 
+PEERS = ("faster-whisper", "mlx-whisper", "openai-whisper")
+
+
+def keep_peer_rows(text: str, path: Path) -> str:
+    """`text` (a run without peers) with the peers' rows of `path`'s accuracy block added back:
+    each peer row goes to the end of the last table under the same `####` heading."""
+    if not path.exists() or BEGIN not in path.read_text():
+        return text
+    old = path.read_text()
+    old = old[old.index(BEGIN) : old.index(END)]
+    rows: dict[str, list[str]] = {}
+    heading = ""
+    for line in old.splitlines():
+        if line.startswith("#"):
+            heading = line
+        elif line.startswith("| ") and line[2:].startswith(PEERS):
+            rows.setdefault(heading, []).append(line)
+    lines = text.splitlines()
+    out: list[str] = []
+    heading = ""
+    for k, line in enumerate(lines):
+        if line.startswith("#"):
+            heading = line
+        out.append(line)
+        last_row = line.startswith("|") and (k + 1 == len(lines) or not lines[k + 1].startswith("|"))
+        later_table = any(x.startswith("|") for x in lines[k + 1 : next(
+            (j for j in range(k + 1, len(lines)) if lines[j].startswith("#")), len(lines))])
+        if last_row and not later_table:
+            out += rows.pop(heading, [])
+    return "\n".join(out)
+
+
 def write_block(text: str, path: Path) -> None:
     """Replace the accuracy block of `path` (created with just that block if missing)."""
     block = f"{BEGIN}\n{text}\n{END}"
