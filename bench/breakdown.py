@@ -10,7 +10,6 @@ import json
 import time
 from contextlib import contextmanager
 
-import numpy as np
 
 from . import systems
 from .throughput import load_samples

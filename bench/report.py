@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import json
+import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -34,13 +35,17 @@ def load(paths: list[str]) -> list[dict]:
 
 
 def best(rows: list[dict]) -> dict[tuple, dict]:
-    """Fastest row per (file, audio length, system, batch size)."""
+    """Fastest row per (file, audio length, system, batch size), with the number of runs and
+    their median wall time added (`runs`, `median_wall_s`): GPU runs vary by +-15 %."""
     out: dict[tuple, dict] = {}
+    walls: dict[tuple, list[float]] = defaultdict(list)
     for r in rows:
         key = (r["file"], r["audio_s"], r["system"], r.get("batch_size"), str(r.get("window_s", "")))
+        walls[key].append(r["wall_s"])
         if key not in out or r["rtf"] > out[key]["rtf"]:
             out[key] = r
-    return out
+    return {key: {**r, "runs": len(walls[key]), "median_wall_s": statistics.median(walls[key])}
+            for key, r in out.items()}
 
 
 def tables(rows: list[dict]) -> str:
@@ -53,8 +58,8 @@ def tables(rows: list[dict]) -> str:
         peers = {r["system"]: r["rtf"] for r in group if not r["system"].startswith("lightning")}
         lines += [f"#### {file}: {audio_s:.0f} s of speech, {machine} ({group[0].get('device', '?')}, "
                   f"MLX {group[0].get('mlx', '?')})", "",
-                  "| system | batch | wall s | x realtime | vs mlx-whisper | vs openai-whisper | words | WER |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| system | batch | wall s | runs: median wall s | x realtime | vs mlx-whisper | vs openai-whisper | words | WER |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(group, key=lambda r: (r["system"], r.get("batch_size") or 0, _window(r))):
             words = r["system"].endswith("+words")
             mw = peers.get("mlx-whisper+words" if words else "mlx-whisper")
@@ -63,10 +68,11 @@ def tables(rows: list[dict]) -> str:
             vs_ow = f"{r['rtf'] / ow:.1f}x" if ow else ""
             wer = f"{100 * r['wer']:.1f} %" if "wer" in r else ""
             lines.append(f"| {r['system']} | {_batch_label(r)} | {r['wall_s']:.2f} | "
+                         f"{r['runs']}: {r['median_wall_s']:.2f} | "
                          f"{r['rtf']:.1f} | {vs_mw} | {vs_ow} | {r['words']} | {wer} |")
         overhead = _overheads(group)
         if overhead:
-            lines += ["", "Word-timestamp overhead (wall time with words / without, same batch): "
+            lines += ["", "Word-timestamp overhead (fastest run with words / without, same batch): "
                       + "; ".join(overhead)]
         lines.append("")
     return "\n".join(lines)
@@ -93,7 +99,8 @@ def _overheads(group: list[dict]) -> list[str]:
             if base:
                 name = _batch_label({"batch_size": batch, "window_s": window})
                 name = system[: -len("+words")] + (f" b={name}" if name else "")
-                out.append(f"{name} {100 * (r['wall_s'] / base['wall_s'] - 1):+.0f} %")
+                out.append(f"{name} {100 * (r['wall_s'] / base['wall_s'] - 1):+.0f} % (medians "
+                           f"{100 * (r['median_wall_s'] / base['median_wall_s'] - 1):+.0f} %)")
     return out
 
 
@@ -131,11 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = load(paths)
     block = "\n".join([BEGIN, "## Speed", "",
                        "Measured with `python -m bench.throughput AUDIO --out bench/results/NAME.jsonl` "
-                       "(GPU: `bench/device_run.sh` on the device's H100 after `device-stage`); every "
+                       "(GPU: `bench/device_run.sh` on the device machine, an H100 in earlier "
+                       "sessions and an H200 since 2026-11-30, after `device-stage`); every "
                        "table is one file, i.e. one machine in one session, peers side by side on the "
-                       "same weights (tiny.en; base where the file name says so) and audio (generated speech; the 1818 s rows tile the "
-                       "454 s recording 4x). Greedy decoding with temperature fallback for all; wall "
-                       "time after one warm-up run. Regenerate: `python -m bench.report`.", "",
+                       "same weights (tiny.en; base where the file name says so) and audio (generated "
+                       "speech; the 1814-1818 s rows tile the 454 s recording 4x). Greedy decoding with "
+                       "temperature fallback for all; wall time after one warm-up run; `wall s` and "
+                       "`x realtime` are the fastest of the runs, whose number and median follow. "
+                       "Regenerate: `python -m bench.report`.", "",
                        tables(rows), f"![x realtime vs audio length]({PLOT.name})", END])
     text = DOC.read_text() if DOC.exists() else ""
     if BEGIN in text and END in text:

@@ -10,7 +10,7 @@ median filter over frames -> mean over heads (`kernels.alignment_matrix`, as ope
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 

@@ -283,8 +283,7 @@ class _TokenLog:
 
     def _collect(self) -> None:
         ids = np.concatenate([r for r, _, _ in self._steps])
-        as_np = [(np.asarray(c), np.asarray(lp)) if isinstance(c, np.ndarray) else (c, lp)
-                 for _, c, lp in self._steps]
+        as_np = [(c, lp) for _, c, lp in self._steps]
         device = [pair for pair in as_np if not isinstance(pair[0], np.ndarray)]
         if device:  # one copy for all device steps, not one per step
             flat_c = np.asarray(mx.concatenate([c for c, _ in device]))
@@ -374,6 +373,15 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
              mx.random.key(int(rng.integers(2**31))))
     frames = probe.frames_of(rows) if probe else None
     queue: deque = deque()  # issued steps the host has not read: (rows, chosen, lp, alive, captured)
+
+    def read_oldest(alive_before: np.ndarray) -> np.ndarray:
+        """Log the oldest queued step; -> its rows' alive mask (waits for that step only)."""
+        batch_rows, chosen, lp, alive_out, captured = queue.popleft()
+        log.add(batch_rows, alive_before, chosen, lp)
+        if probe:
+            probe.record(batch_rows, alive_before, captured)
+        return np.array(alive_out)
+
     issued = 1
     while alive.any():
         while issued < sample_len and len(queue) <= LOOKAHEAD_STEPS:
@@ -386,20 +394,12 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
             issued += 1
         if not queue:
             break
-        batch_rows, chosen, lp, alive_out, captured = queue.popleft()
-        log.add(batch_rows, alive, chosen, lp)
-        if probe:
-            probe.record(batch_rows, alive, captured)
-        alive = np.array(alive_out)  # waits for this step only; later ones are queued
-        if alive.any() and alive.sum() <= len(batch_rows) // 2:
+        alive = read_oldest(alive)
+        if alive.any() and alive.sum() <= len(rows) // 2:
             # Shrink: read the queued steps first (they ran on the full batch), then keep the
             # rows still alive after the last of them.
             while queue:
-                batch_rows, chosen, lp, alive_out, captured = queue.popleft()
-                log.add(batch_rows, alive, chosen, lp)
-                if probe:
-                    probe.record(batch_rows, alive, captured)
-                alive = np.array(alive_out)
+                alive = read_oldest(alive)
             if not alive.any():
                 break
             keep = np.flatnonzero(alive)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 from mlx.utils import tree_unflatten
 
 from . import checkpoints, ct2

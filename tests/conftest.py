@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", "/tmp/lightning-align-hypothesis")
