@@ -198,12 +198,11 @@ def compiled_step(wm: WhisperModel, probe_layers: dict | None) -> CompiledStep:
 
 
 def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions, *,
-                 temperature: float | np.ndarray = 0.0, capture: bool = False,
+                 temperature: float = 0.0, capture: bool = False,
                  languages: list[str] | None = None, prompt: list[int] | None = None,
                  rng: np.random.Generator | None = None,
                  audio_frames: np.ndarray | None = None) -> list[WindowResult]:
-    """Decode a batch of windows' audio features (B, 1500, C) at one temperature, or at one per
-    row (`temperature` (B,): rows at 0 are greedy).
+    """Decode a batch of windows' audio features (B, 1500, C) at one temperature.
 
     With `capture`, each result keeps its alignment-head attention; given `audio_frames` (per
     row, the number of 20 ms encoder frames that hold audio) also its softmax normalizers.
@@ -229,7 +228,8 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     suppress = _suppress_mask(tok, vocab, options)
     rules = _TimestampRules(n_rows, tok, vocab, options, tok.encode(" ")[0])
     rng = rng or np.random.default_rng(options.seed)
-    temperatures = np.broadcast_to(np.asarray(temperature, np.float64), (n_rows,)).copy()
+    on_device = options.token_choice == "device" or (options.token_choice == "auto"
+                                                     and gpu_available())
     step_fn = compiled_step(wm, probe.layers if probe else None)
     tokens = _TokenLog(n_rows)
     with wm.lock:
@@ -240,9 +240,9 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
         at_sot = host[:, 0, :]
         p = np.exp(at_sot - at_sot.max(-1, keepdims=True))
         no_speech = (p[:, tok.no_speech] / p.sum(-1)) if tok.no_speech is not None else np.zeros(n_rows)
-        loop = _steps_on_device if _on_device(options) else _steps_on_host
+        loop = _steps_on_device if on_device else _steps_on_host
         loop(step_fn, state, probe, rules, tokens, np.ascontiguousarray(host[:, 1, :]), suppress,
-             tok, temperatures, rng, sample_len)
+             tok, temperature, rng, sample_len)
 
     attention, norms = probe.per_row(n_rows) if probe else ([None] * n_rows, [None] * n_rows)
     results = []
@@ -255,7 +255,7 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
             tokens=tuple(sampled), token_logprobs=lps, text=text,
             avg_logprob=float(lps.sum() / (len(sampled) + 1)),
             no_speech_prob=float(no_speech[row]), compression_ratio=compression_ratio(text),
-            temperature=float(temperatures[row]), language=languages[row], attention=attention[row],
+            temperature=float(temperature), language=languages[row], attention=attention[row],
             log_norm=norms[row],
             initial_tokens=tuple(int(t) for t in initial[row])))
     return results
@@ -300,26 +300,15 @@ class _TokenLog:
                                                           np.split(lps[order], cuts))]
 
 
-def _on_device(options: DecodingOptions) -> bool:
-    return options.token_choice == "device" or (options.token_choice == "auto" and gpu_available())
-
-
-def _choose_on_host(step_logits, suppress, rules, tok, temperatures, rng, chosen, chosen_lp):
-    """The host kernel over one step's logits, once per distinct temperature of the rows."""
+def _choose_on_host(step_logits, suppress, rules, tok, temperature, rng, chosen, chosen_lp):
     b = step_logits.shape[0]
-    uniform = rng.random(b).astype(np.float32) if (temperatures > 0).any() else np.zeros(b, np.float32)
-    for t in np.unique(temperatures):
-        rows = np.flatnonzero(temperatures == t)
-        part = slice(None) if len(rows) == b else rows
-        out, out_lp = np.empty(len(rows), np.int32), np.empty(len(rows), np.float32)
-        select_tokens(np.ascontiguousarray(step_logits[part]), suppress, rules.text_ok[part],
-                      rules.eot_ok[part], rules.ts_min[part], rules.ts_max[part],
-                      rules.ts_rule[part], rules.blank[part], tok.eot, tok.timestamp_begin,
-                      np.float32(t), uniform[part], out, out_lp)
-        chosen[rows], chosen_lp[rows] = out, out_lp
+    uniform = rng.random(b).astype(np.float32) if temperature > 0 else np.zeros(b, np.float32)
+    select_tokens(step_logits, suppress, rules.text_ok, rules.eot_ok, rules.ts_min,
+                  rules.ts_max, rules.ts_rule, rules.blank, tok.eot, tok.timestamp_begin,
+                  np.float32(temperature), uniform, chosen[:b], chosen_lp[:b])
 
 
-def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok, temperatures,
+def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok, temperature,
                    rng, sample_len) -> None:
     """Decode step by step, each step's logits copied to the host token kernel."""
     n_rows = step_logits.shape[0]
@@ -330,8 +319,7 @@ def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok
     frames = probe.frames_of(rows) if probe else None
     for step in range(sample_len):
         b = len(rows)
-        _choose_on_host(step_logits, suppress, rules, tok, temperatures, rng, chosen[:b],
-                        chosen_lp[:b])
+        _choose_on_host(step_logits, suppress, rules, tok, temperature, rng, chosen, chosen_lp)
         log.add(rows, alive, chosen[:b].copy(), chosen_lp[:b].copy())
         rules.advance(chosen[:b])
         alive &= chosen[:b] != tok.eot
@@ -343,7 +331,7 @@ def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok
             keep = np.flatnonzero(alive)
             state.select(mx.array(keep))
             rules.select(keep)
-            rows, alive, temperatures = rows[keep], alive[keep], temperatures[keep]
+            rows, alive = rows[keep], alive[keep]
             next_tokens = chosen[:b][keep]
             frames = probe.frames_of(rows) if probe else None
         else:
@@ -360,7 +348,7 @@ def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok
 LOOKAHEAD_STEPS = 2  # steps queued on the device ahead of the one the host reads
 
 
-def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, tok, temperatures,
+def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, tok, temperature,
                      rng, sample_len) -> None:
     """Decoding with token choice (greedy or sampled) and rule updates inside the compiled step.
 
@@ -371,14 +359,14 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
     n_rows = step_logits.shape[0]
     first = np.empty(n_rows, np.int32)
     first_lp = np.empty(n_rows, np.float32)
-    _choose_on_host(step_logits, suppress, rules, tok, temperatures, rng, first, first_lp)
+    _choose_on_host(step_logits, suppress, rules, tok, temperature, rng, first, first_lp)
     rows = np.arange(n_rows)
     log.add(rows, np.ones(n_rows, bool), first, first_lp)
     rules.advance(first)
     alive = first != tok.eot
     special = (tok.eot, tok.timestamp_begin, step_logits.shape[1], bool(rules.timestamps),
-               bool((temperatures > 0).any()))
-    temperature_mx = mx.array(temperatures.astype(np.float32))
+               temperature > 0)
+    temperature_mx = mx.array(max(float(temperature), 1e-6), dtype=mx.float32)
     suppress_mx = mx.array(suppress)
     carry = (mx.array(np.where(alive, first, tok.eot).astype(np.int32)), mx.array(alive),
              tuple(mx.array(a) for a in rules.arrays()), mx.array(state.offset, dtype=mx.int32),
@@ -420,7 +408,6 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
             carry = (carry[0][keep_mx], carry[1][keep_mx], tuple(a[keep_mx] for a in carry[2]),
                      carry[3], carry[4])
             rows, alive = rows[keep], alive[keep]
-            temperature_mx = temperature_mx[keep_mx]
             frames = probe.frames_of(rows) if probe else None
 
 
@@ -432,9 +419,6 @@ def best_attempt(attempts: list[WindowResult], options: DecodingOptions) -> Wind
     return max(plain or attempts, key=lambda a: a.avg_logprob)
 
 
-SPECULATE_ROWS = 16  # windows per batch up to which the first fallback temperature runs beside T=0
-
-
 def decode_with_fallback(wm: WhisperModel, features: mx.array, options: DecodingOptions, *,
                          capture: bool = False, prompt: list[int] | None = None,
                          audio_frames: np.ndarray | None = None,
@@ -444,46 +428,31 @@ def decode_with_fallback(wm: WhisperModel, features: mx.array, options: Decoding
     `audio_frames`: per window, its number of 20 ms encoder frames holding audio (see
     `decode_batch`). `on_final(rows, results)`, when given, hears about windows as soon as
     their result is final (after each temperature), so a caller can use them while the
-    failing ones are decoded again.
-
-    On a device, a batch of at most `SPECULATE_ROWS` windows decodes its second temperature
-    beside the first, in the same batch: a step costs the same for 16 rows as for 32 there, and
-    a window that fails then needs no second pass. The sample is the one a second pass would
-    draw (its own random stream); it is kept only where the first attempt fails."""
+    failing ones are decoded again."""
     n_rows = features.shape[0]
     languages = None
     if wm.is_multilingual and options.language is None:
         languages = [code for code, _ in detect_languages(wm, features)]
     elif options.language:
         languages = [options.language] * n_rows
-    frames = None if audio_frames is None else np.asarray(audio_frames)
     rng = np.random.default_rng(options.seed)
     attempts: list[list[WindowResult]] = [[] for _ in range(n_rows)]
-    temps = list(options.temperatures)
-    speculate = _on_device(options) and len(temps) > 1 and n_rows <= SPECULATE_ROWS
     todo = np.arange(n_rows)
-    while temps and len(todo):
-        group, temps = (temps[:2], temps[2:]) if speculate else (temps[:1], temps[1:])
-        speculate = False
-        rows = np.tile(todo, len(group))
-        per_row = np.repeat(np.asarray(group, np.float64), len(todo))
-        decoded = decode_batch(wm, features if len(rows) == n_rows else features[mx.array(rows)],
-                               options, temperature=per_row, capture=capture,
-                               languages=[languages[i] for i in rows] if languages else None,
+    for temperature in options.temperatures:
+        rows = features if len(todo) == n_rows else features[mx.array(todo)]
+        decoded = decode_batch(wm, rows, options, temperature=temperature, capture=capture,
+                               languages=[languages[i] for i in todo] if languages else None,
                                prompt=prompt, rng=rng,
-                               audio_frames=None if frames is None else frames[rows])
+                               audio_frames=None if audio_frames is None else np.asarray(audio_frames)[todo])
         failed, passed = [], []
-        for j, row in enumerate(todo):
-            for k in range(len(group)):
-                attempts[row].append(decoded[k * len(todo) + j])
-                if not attempts[row][-1].needs_fallback(options):
-                    passed.append(int(row))
-                    break
-            else:
-                failed.append(int(row))
+        for row, result in zip(todo, decoded):
+            attempts[row].append(result)
+            (failed if result.needs_fallback(options) else passed).append(int(row))
         if on_final is not None and passed:
             on_final(passed, [attempts[row][-1] for row in passed])
         todo = np.array(failed, dtype=np.int64)
+        if len(todo) == 0:
+            break
     results = [tried[-1] for tried in attempts]
     if options.on_all_failed == "best":
         for row in todo:

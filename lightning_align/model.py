@@ -307,7 +307,7 @@ class CompiledStep:
 
         tokens (B,) int32 are the rows' last tokens, `alive` (B,) bool the rows still decoding,
         `rules` the rule state (`selection.RULE_FIELDS`), `offset` () int32 the token position,
-        `key` the random key and `temperature` (B,) float32 the rows' temperatures (0: greedy);
+        `key` the random key and `temperature` () float32 the temperature sampling draws with;
         `special` = (eot, timestamp_begin, vocab, timestamps on, sampling). Returns (chosen (B,),
         their log-probabilities (B,), alive after this step, next tokens (B,), rules, offset + 1,
         next key, (scores, normalizers) or None) and advances `state`."""

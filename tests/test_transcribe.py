@@ -145,42 +145,6 @@ def test_device_sampling_is_seeded_and_follows_the_rules(model, short_speech):
         assert (result.token_logprobs <= 0).all()
 
 
-def _two_windows(model, speech):
-    audios = [speech.audio, speech.audio[: len(speech.audio) // 2]]
-    return model.model.embed_audio(mx.array(np.stack([log_mel_window(a, 80) for a in audios])))
-
-
-def test_speculative_fallback_keeps_greedy_where_it_passes(model, short_speech):
-    """On a device a small batch decodes its second temperature beside the first; where the
-    greedy attempt passes, that is the result, as sequential fallback gives it."""
-    features = _two_windows(model, short_speech)
-    greedy = decode_with_fallback(model, features, DecodingOptions(temperatures=(0.0,),
-                                                                   token_choice="device"))
-    heard = []
-    both = decode_with_fallback(model, features, DecodingOptions(token_choice="device"),
-                                on_final=lambda rows, results: heard.append(rows))
-    assert [r.tokens for r in both] == [r.tokens for r in greedy]
-    assert [r.temperature for r in both] == [0.0, 0.0]
-    assert heard == [[0, 1]]
-
-
-def test_speculative_fallback_when_every_temperature_fails(model, short_speech):
-    """Nothing can pass: every window is reported once, at the end, with the most probable of
-    its attempts, after T=0 and T=0.6 ran together and T=1.0 alone (for the whole clip that is
-    the greedy attempt, as in the sequential test above)."""
-    features = _two_windows(model, short_speech)
-    heard = []
-    kept = decode_with_fallback(
-        model, features, DecodingOptions(temperatures=(0.0, 0.6, 1.0), logprob_threshold=0.0,
-                                         token_choice="device", seed=0),
-        on_final=lambda rows, results: heard.append((rows, results)))
-    assert len(heard) == 1 and heard[0][0] == [0, 1] and heard[0][1] == kept
-    assert kept[0].temperature == 0.0
-    assert kept[0].tokens == decode_with_fallback(
-        model, features, DecodingOptions(temperatures=(0.0,), token_choice="device"))[0].tokens
-    assert kept[1].temperature in (0.0, 0.6, 1.0)
-
-
 def test_batched_equals_one_window_at_a_time(model, long_speech, long_transcript):
     single = la.transcribe(long_speech.audio, model=model, batch_size=1, keep_attention=False)
     assert [s["tokens"] for s in single["segments"]] == [s["tokens"] for s in long_transcript["segments"]]
