@@ -2,7 +2,8 @@
 
 The same rules as `kernels.logits.select_tokens` (the host kernel used on CPUs), expressed as
 whole-batch array operations so that they run inside the compiled decoder step: the logits never
-leave the device. The rules' state advances on the device too (`advance_rules`), so a step needs nothing from the host and the host can queue the next step before this one has finished.
+leave the device. The rules' state advances on the device too (`advance_rules`), so a step needs
+nothing from the host and the host can queue the next step before this one has finished.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def select_tokens(logits: mx.array, suppress: mx.array, text_ok: mx.array, eot_o
     return tokens, logprobs
 
 
-# The per-row state of the timestamp rules, in the order `RuleState` fields are passed around:
+# The per-row state of the timestamp rules, in the order it is passed around as a tuple:
 # text_ok, eot_ok, ts_rule (bool); ts_min, ts_max, blank, last_value (int32 token ids or -1);
 # last_ts, penult_ts (bool: were the last / second-to-last sampled tokens timestamps).
 RULE_FIELDS = ("text_ok", "eot_ok", "ts_min", "ts_max", "ts_rule", "blank", "last_ts",
