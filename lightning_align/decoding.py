@@ -283,16 +283,9 @@ class _TokenLog:
 
     def _collect(self) -> None:
         ids = np.concatenate([r for r, _, _ in self._steps])
-        as_np = [(c, lp) for _, c, lp in self._steps]
-        device = [pair for pair in as_np if not isinstance(pair[0], np.ndarray)]
-        if device:  # one copy for all device steps, not one per step
-            flat_c = np.asarray(mx.concatenate([c for c, _ in device]))
-            flat_lp = np.asarray(mx.concatenate([lp for _, lp in device]))
-            cuts = np.cumsum([c.shape[0] for c, _ in device])[:-1]
-            copied = iter(zip(np.split(flat_c, cuts), np.split(flat_lp, cuts)))
-            as_np = [pair if isinstance(pair[0], np.ndarray) else next(copied) for pair in as_np]
-        chosen = np.concatenate([c for c, _ in as_np]).astype(np.int64)
-        lps = np.concatenate([lp for _, lp in as_np]).astype(np.float32)
+        # One copy off the device for all steps (host steps are wrapped: a few ints each).
+        chosen = np.asarray(mx.concatenate([mx.array(c) for _, c, _ in self._steps])).astype(np.int64)
+        lps = np.asarray(mx.concatenate([mx.array(lp) for _, _, lp in self._steps]), np.float32)
         live = np.flatnonzero(ids >= 0)
         order = live[np.argsort(ids[live], kind="stable")]
         cuts = np.cumsum(np.bincount(ids[live], minlength=self.n_rows))[:-1]

@@ -124,22 +124,6 @@ def report(errs: list[WordError]) -> str:
     return "\n".join(out)
 
 
-def evaluate(stored, options: AlignOptions = AlignOptions()) -> metrics.Scores:
-    pairs = []
-    for clip, live in stored:
-        la.align(live, force=True, options=options)
-        pairs.append((clip.words, [w for seg in live for w in seg.get("words", [])]))
-    return metrics.score(pairs)
-
-
-def line(s: metrics.Scores) -> str:
-    st, en = s.starts, s.ends
-    return (f"m {s.matched:4d} start MAE {st.mae_ms:5.1f} w20/50/200 {100 * st.within[20]:3.0f}/"
-            f"{100 * st.within[50]:3.0f}/{100 * st.within[200]:3.0f} lag {st.mean_signed_ms:+5.1f} | "
-            f"end MAE {en.mae_ms:5.1f} w50 {100 * en.within[50]:3.0f} lag {en.mean_signed_ms:+5.1f} | "
-            f"F1@50 {st.f1[50]:.3f} bad {s.bad_spans}")
-
-
 def main(argv):
     name = argv[0] if argv else "calibration"
     wm = la.load_model()
