@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +38,10 @@ class DecodingOptions:
     max_initial_timestamp_s: float = 1.0
     initial_prompt: str | None = None
     compression_ratio_threshold: float | None = 2.4
+    # A window that says the same segment (at least this many words) twice in a row is decoded
+    # again hotter: tiny models loop on short windows, where the text is too short for the
+    # compression-ratio test to see it. None: off.
+    repeat_min_words: int | None = 4
     logprob_threshold: float | None = -1.0
     no_speech_threshold: float | None = 0.6
     # When every temperature fails: "best" keeps the most probable attempt that is not
@@ -59,6 +63,11 @@ class DecodingOptions:
             raise DecodingError(f"temperatures {self.temperatures}: give one or more values >= 0.")
         if self.on_all_failed not in ("best", "last"):
             raise DecodingError(f"on_all_failed={self.on_all_failed!r}: use 'best' or 'last'.")
+        if self.repeat_min_words is not None and (isinstance(self.repeat_min_words, bool)
+                                                   or not isinstance(self.repeat_min_words, int)
+                                                   or self.repeat_min_words < 1):
+            raise DecodingError(f"repeat_min_words={self.repeat_min_words!r}: give a whole "
+                                "number of words >= 1, or None to turn the test off.")
         if self.token_choice not in ("auto", "device", "host"):
             raise DecodingError(f"token_choice={self.token_choice!r}: use 'auto', 'device' or 'host'.")
 
@@ -82,18 +91,43 @@ class WindowResult:
     # `decode_batch` (all 1500 frames if none were)
     log_norm: np.ndarray | None = field(default=None, repr=False)
     initial_tokens: tuple[int, ...] = ()  # prompt and start sequence the decode began with
+    # words in the longest segment that repeats the one before it word for word (0: none)
+    repeated_words: int = 0
 
     def needs_fallback(self, options: DecodingOptions) -> bool:
         """openai-whisper's test: repetitive or improbable text, unless the window is silence."""
         failed = (
-            (options.compression_ratio_threshold is not None
-             and self.compression_ratio > options.compression_ratio_threshold)
+            self.is_repetitive(options)
             or (options.logprob_threshold is not None and self.avg_logprob < options.logprob_threshold)
         )
         silent = (options.no_speech_threshold is not None and options.logprob_threshold is not None
                   and self.no_speech_prob > options.no_speech_threshold
                   and self.avg_logprob < options.logprob_threshold)
         return failed and not silent
+
+    def is_repetitive(self, options: DecodingOptions) -> bool:
+        """A loop: compressible text, or a segment said twice in a row."""
+        return ((options.compression_ratio_threshold is not None
+                 and self.compression_ratio > options.compression_ratio_threshold)
+                or (options.repeat_min_words is not None
+                    and self.repeated_words >= options.repeat_min_words))
+
+
+def repeated_words(tokens: Sequence[int], ts_begin: int, decode: Callable[[list[int]], str]) -> int:
+    """Words in the longest segment of `tokens` (text and timestamp tokens of one window) whose
+    text equals the segment's before it, compared as lower-case words without punctuation."""
+    texts, current = [], []
+    for t in tokens:
+        if t >= ts_begin:
+            if current:
+                texts.append(current)
+            current = []
+        else:
+            current.append(t)
+    if current:
+        texts.append(current)
+    words = ["".join(c.lower() if c.isalnum() else " " for c in decode(t)).split() for t in texts]
+    return max((len(b) for a, b in zip(words, words[1:]) if a == b), default=0)
 
 
 def compression_ratio(text: str) -> float:
@@ -257,7 +291,8 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
             no_speech_prob=float(no_speech[row]), compression_ratio=compression_ratio(text),
             temperature=float(temperature), language=languages[row], attention=attention[row],
             log_norm=norms[row],
-            initial_tokens=tuple(int(t) for t in initial[row])))
+            initial_tokens=tuple(int(t) for t in initial[row]),
+            repeated_words=repeated_words(sampled, tok.timestamp_begin, tok.decode)))
     return results
 
 
@@ -405,10 +440,9 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
 
 
 def best_attempt(attempts: list[WindowResult], options: DecodingOptions) -> WindowResult:
-    """The attempt to keep when all failed: the highest mean log-probability among those under
-    the compression-ratio threshold, or among all when none is."""
-    limit = options.compression_ratio_threshold
-    plain = [a for a in attempts if limit is None or a.compression_ratio <= limit]
+    """The attempt to keep when all failed: the highest mean log-probability among those that
+    are not repetitive (`WindowResult.is_repetitive`), or among all when each is."""
+    plain = [a for a in attempts if not a.is_repetitive(options)]
     return max(plain or attempts, key=lambda a: a.avg_logprob)
 
 

@@ -50,6 +50,7 @@ def transcribe(
     initial_prompt: str | None = None,
     temperature: float | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
     compression_ratio_threshold: float | None = 2.4,
+    repeat_min_words: int | None = 4,
     logprob_threshold: float | None = -1.0,
     no_speech_threshold: float | None = 0.6,
     sequential: bool = False,
@@ -93,7 +94,7 @@ def transcribe(
     temps = (temperature,) if isinstance(temperature, (int, float)) else tuple(temperature)
     options = DecodingOptions(
         task=task, language=language, temperatures=temps, initial_prompt=initial_prompt,
-        compression_ratio_threshold=compression_ratio_threshold,
+        compression_ratio_threshold=compression_ratio_threshold, repeat_min_words=repeat_min_words,
         logprob_threshold=logprob_threshold, no_speech_threshold=no_speech_threshold)
     capture = keep_attention or word_timestamps
     if capture and cache is None:

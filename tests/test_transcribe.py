@@ -9,8 +9,10 @@ import pytest
 
 import lightning_align as la
 from lightning_align.backend import mx
-from lightning_align.decoding import DecodingOptions, decode_batch, decode_with_fallback
+from lightning_align.decoding import (DecodingOptions, decode_batch, decode_with_fallback,
+                                      repeated_words)
 from lightning_align.mel import log_mel_window
+from lightning_align.synth import long_speech as generate_long_speech
 from lightning_align.transcribe import split_tokens
 
 from .conftest import word_error_rate
@@ -203,3 +205,47 @@ def test_window_cap(model, long_speech):
 def test_window_cap_rejects_bad_values(model, bad):
     with pytest.raises(la.errors.DecodingError, match="window_s"):
         la.transcribe(np.zeros(16000, np.float32), model=model, window_s=bad)
+
+
+def test_repeated_words_counts_a_segment_said_twice_in_a_row(model):
+    tok = model.tokenizer("en", "transcribe")
+    ts = tok.timestamp_begin
+
+    def window(*texts):
+        tokens = []
+        for i, text in enumerate(texts):
+            tokens += [ts + 50 * i, *tok.encode(text), ts + 50 * i + 40]
+        return tokens
+
+    assert repeated_words(window(" The ship sailed.", " The ship sailed!"), ts, tok.decode) == 3
+    assert repeated_words(window(" One two three.", " Four.", " One two three."), ts,
+                          tok.decode) == 0  # not in a row
+    assert repeated_words(window(" Yes.", " Yes.", " It is late.", " it is late"), ts,
+                          tok.decode) == 3  # the longest repeat
+    assert repeated_words(window(" Hello there."), ts, tok.decode) == 0
+    assert repeated_words([], ts, tok.decode) == 0
+
+
+def test_a_looping_window_is_decoded_again(model):
+    """tiny.en loops on this 12 s window at T=0 (found in the speed benchmark's 183 s recording):
+    it says "The ship carried 140 passengers across the Atlantic." three times instead of the
+    last sentence. The text is too short for the compression-ratio test; the repeat test sends
+    the window to the next temperatures, and the missing sentence comes back."""
+    speech = generate_long_speech(180, seed=11)
+    clip = speech.audio[int(171.13 * 16000):]
+    looping = la.transcribe(clip, model=model, repeat_min_words=None)
+    texts = [s["text"].strip() for s in looping["segments"]]
+    assert max(texts.count(t) for t in texts) >= 2 and "November" not in looping["text"]
+    fixed = la.transcribe(clip, model=model)
+    texts = [s["text"].strip() for s in fixed["segments"]]
+    assert max(texts.count(t) for t in texts) == 1
+    assert fixed["segments"][0]["temperature"] > 0
+    assert "November" in fixed["text"]
+    expected = " ".join(w.word for w in speech.words if w.start >= 171.13)
+    assert word_error_rate(expected, fixed["text"]) < word_error_rate(expected, looping["text"])
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_repeat_min_words_rejects_bad_values(bad):
+    with pytest.raises(la.errors.DecodingError, match="repeat_min_words"):
+        DecodingOptions(repeat_min_words=bad)
