@@ -64,9 +64,9 @@ def main(argv=None) -> int:
     wrap(align_mod, "_gather_attention", "align: cache lookups")
     original_encode = tr._encode
 
-    def encode(wm_, samples_, windows):
+    def encode(wm_, pieces):
         with timed("mel+encoder"):
-            return original_encode(wm_, samples_, windows)
+            return original_encode(wm_, pieces)
     tr._encode = encode
 
     for words in (False, True):

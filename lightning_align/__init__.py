@@ -7,7 +7,7 @@ from .cache import AttentionCache, CacheStats
 from .decoding import DecodingOptions
 from .errors import AlignmentError, AudioError, DecodingError, LightningAlignError, ModelError
 from .models import WhisperModel, load_model
-from .transcribe import transcribe
+from .transcribe import transcribe, transcribe_many
 from .transcript import Segment, Transcript
 
 __version__ = "0.1.0"
@@ -15,5 +15,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Alignment", "AlignOptions", "AlignmentError", "align", "AttentionCache", "AudioError", "CacheStats", "DecodingError",
     "DecodingOptions", "LightningAlignError", "ModelError", "Segment", "Transcript",
-    "WhisperModel", "load_audio", "load_model", "transcribe",
+    "WhisperModel", "load_audio", "load_model", "transcribe", "transcribe_many",
 ]

@@ -44,10 +44,15 @@ AUDIO_EXTENSIONS = frozenset({
     ".webm", ".mp4", ".mkv", ".mov", ".avi", ".amr", ".caf",
 })
 MANIFEST_EXTENSIONS = frozenset({".txt", ".lst", ".csv", ".jsonl"})
+log = logging.getLogger("lightning_align")
+
 MANIFEST = "manifest.jsonl"
 SHARD_DIR = ".manifest"
 MAX_FORCED_S = 30.0  # a forced pass aligns one Whisper window of text at most
 CRASH_ENV = "LIGHTNING_ALIGN_CORPUS_CRASH_ON"
+# A GPU worker given one file of 1-2 minutes fills 2-4 rows of a 64-window decoder batch;
+# 16 such files fill one.
+GPU_FILES_PER_BATCH = 16
 """Fault injection for tests and drills: a worker exits (as if killed) before an input whose
 path matches this regex, every time; the run must mark that input failed and go on."""
 
@@ -151,6 +156,7 @@ class CorpusOptions:
     cpus_per_worker: float = 1.0
     decode_cpus: float = 0.5
     batch_size: int | None = None
+    files_per_batch: int | None = None  # None: 16 on GPU workers, 1 on CPU workers
     word_timestamps: bool = True
     which: str | None = None
     model: str | None = None
@@ -158,6 +164,13 @@ class CorpusOptions:
     language: str | None = None
     max_retries: int = 2
     progress: bool = True
+
+    @property
+    def files_per_call(self) -> int:
+        """Files a worker transcribes together (their windows share decoder batches)."""
+        if self.files_per_batch is not None:
+            return self.files_per_batch
+        return GPU_FILES_PER_BATCH if self.gpus_per_worker > 0 else 1
 
     def __post_init__(self) -> None:
         from .writers import _check_formats
@@ -168,6 +181,8 @@ class CorpusOptions:
             raise CorpusError("gpus_per_worker must be >= 0, cpus_per_worker and decode_cpus > 0.")
         if self.max_retries < 0:
             raise CorpusError(f"max_retries={self.max_retries}: must be >= 0.")
+        if self.files_per_batch is not None and self.files_per_batch < 1:
+            raise CorpusError(f"files_per_batch={self.files_per_batch}: need at least one file.")
         if self.which is not None:
             try:
                 re.compile(self.which)
@@ -378,24 +393,64 @@ class _Transcriber:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         rows = [{k: batch[k][i] for k in batch} for i in range(len(batch["path"]))]
-        results = [self.mlx_thread.submit(self._one, row).result() for row in rows]
+        results = self.mlx_thread.submit(self._together, rows).result()
         return {k: [r.to_row()[k] for r in results] for k in ("input", "output", "sha256",
                                                                "duration_s", "wall_s", "status",
                                                                "error", "segments", "time")}
+
+    def _together(self, rows: list[dict[str, Any]]) -> list[FileResult]:
+        """Files whose windows share decoder batches; forced alignments, skipped and broken
+        files one by one."""
+        results: dict[int, FileResult] = {}
+        shared = [i for i, row in enumerate(rows)
+                  if not row["skip"] and not str(row["error"])
+                  and not (isinstance(row.get("text"), str) and row["text"].strip())]
+        for i, row in enumerate(rows):
+            if i not in shared:
+                results[i] = self._one(row)
+        for i in shared:
+            self._maybe_crash(str(rows[i]["path"]))
+        started = time.perf_counter()
+        audios = [np.asarray(rows[i]["audio"], np.float32) for i in shared]
+        try:
+            transcripts = self._transcribe_many(audios, [str(rows[i]["path"]) for i in shared])
+        except Exception:  # noqa: BLE001 - find the file that broke the shared decode alone
+            log.debug("shared decode failed; one file at a time", exc_info=True)
+            transcripts = None
+        if transcripts is None:
+            results.update({i: self._one(rows[i]) for i in shared})
+        else:
+            # The batch's compute is shared out by audio length.
+            elapsed = time.perf_counter() - started
+            total = sum(len(a) for a in audios) or 1
+            for i, audio, transcript in zip(shared, audios, transcripts):
+                wall = float(rows[i]["decode_s"]) + elapsed * len(audio) / total
+                results[i] = self._finish(rows[i], audio, wall, lambda t=transcript: t)
+        return [results[i] for i in range(len(rows))]
+
+    def _maybe_crash(self, path: str) -> None:
+        if self.crash_on and re.search(self.crash_on, path):
+            os._exit(70)  # tests: a worker that dies on this file
 
     def _one(self, row: dict[str, Any]) -> FileResult:
         path, name, sha = str(row["path"]), str(row["name"]), str(row["sha256"])
         if row["skip"]:
             return FileResult(path, name, sha, 0.0, 0.0, SKIPPED)
-        if self.crash_on and re.search(self.crash_on, path):
-            os._exit(70)
+        self._maybe_crash(path)
         started = time.perf_counter() - float(row["decode_s"])
         audio = np.asarray(row["audio"], np.float32)
-        duration = len(audio) / 16000
+        return self._finish(row, audio, None,
+                            lambda: self._transcribe(audio, path, row.get("text")), started)
+
+    def _finish(self, row: dict[str, Any], audio: np.ndarray, wall: float | None,
+                compute: Any, started: float = 0.0) -> FileResult:
+        """Run `compute` (unless decoding the file failed), write its outputs, and record the
+        manifest row; `wall` (s) when the work was timed elsewhere, else since `started`."""
+        path, name, sha = str(row["path"]), str(row["name"]), str(row["sha256"])
         error, segments = str(row["error"]), 0
         if not error:
             try:
-                result = self._transcribe(audio, path, row.get("text"))
+                result = compute()
                 target = self.out_dir / name
                 from .writers import write_result
 
@@ -408,23 +463,29 @@ class _Transcriber:
                 error = f"cannot write outputs for {path} to {self.out_dir}: {e.strerror or e}"
             except Exception as e:  # noqa: BLE001 - one bad file must not stop a day-long run
                 error = f"{path}: unexpected {type(e).__name__}: {e}"
-        result = FileResult(path, name, sha, duration, time.perf_counter() - started,
+        wall = time.perf_counter() - started if wall is None else wall
+        result = FileResult(path, name, sha, len(audio) / 16000, wall,
                             FAILED if error else OK, error, segments)
         self.shard.append(result)
         return result
 
     def _transcribe(self, audio: np.ndarray, path: str, text: Any) -> dict[str, Any]:
-        la, opts = self.la, self.options
         if isinstance(text, str) and text.strip():
             return self._forced(audio, path, text)
+        return self._transcribe_many([audio], [path])[0]
+
+    def _transcribe_many(self, audios: list[np.ndarray], paths: list[str]) -> list[dict[str, Any]]:
+        la, opts = self.la, self.options
         per_segment = opts.word_timestamps and self.which is not None
-        result = la.transcribe(audio, model=self.model, batch_size=opts.batch_size,
-                               word_timestamps=opts.word_timestamps and not per_segment,
-                               keep_attention=opts.word_timestamps, language=opts.language,
-                               name=path)
+        results = la.transcribe_many(audios, names=paths, model=self.model,
+                                     batch_size=opts.batch_size,
+                                     word_timestamps=opts.word_timestamps and not per_segment,
+                                     keep_attention=opts.word_timestamps, language=opts.language)
         if per_segment:
-            la.align(result["segments"], lambda s: bool(self.which.search(s.get("text", ""))))
-        return result
+            for result in results:
+                la.align(result["segments"],
+                         lambda s: bool(self.which.search(s.get("text", ""))))
+        return results
 
     def _forced(self, audio: np.ndarray, path: str, text: str) -> dict[str, Any]:
         duration = len(audio) / 16000
@@ -451,6 +512,7 @@ def run(
     gpus_per_worker: float = 0.0,
     cpus_per_worker: float = 1.0,
     batch_size: int | None = None,
+    files_per_batch: int | None = None,
     word_timestamps: bool = True,
     which: str | None = None,
     model: str | None = None,
@@ -470,7 +532,10 @@ def run(
         workers: model workers (actors), each loading the model once.
         gpus_per_worker: GPUs reserved per worker (fractions share a GPU, e.g. 0.5).
         cpus_per_worker: CPUs reserved per worker (also its BLAS threads on CPU).
-        batch_size: 30 s windows decoded together per file (default: 32 on GPU, 8 on CPU).
+        batch_size: 30 s windows decoded together (default: 64 on GPU, 8 on CPU).
+        files_per_batch: files a worker transcribes together, their windows sharing decoder
+            batches (default: 16 with GPUs, 1 on CPU). A worker that dies costs all of them a
+            retry; a batch dropped after its retries is run again one file at a time.
         word_timestamps: add word timings; with `which` only to segments whose text matches
             that regular expression.
         model: model name or directory (default tiny.en).
@@ -484,7 +549,8 @@ def run(
     """
     options = CorpusOptions(address=address, workers=workers, gpus_per_worker=gpus_per_worker,
                             cpus_per_worker=cpus_per_worker, batch_size=batch_size,
-                            word_timestamps=word_timestamps, which=which, model=model,
+                            files_per_batch=files_per_batch, word_timestamps=word_timestamps,
+                            which=which, model=model,
                             output_formats=tuple(output_formats), language=language,
                             max_retries=max_retries, progress=progress)
     items = discover(inputs)
@@ -542,15 +608,43 @@ def _connect(ray, options: CorpusOptions) -> bool:
 
 def _execute(ray, items: list[CorpusItem], out: Path, options: CorpusOptions,
              done: dict[str, str]) -> list[FileResult]:
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import DataContext
     from tqdm import tqdm
 
     _check_resources(ray, options)
     context = DataContext.get_current()
     # A batch whose worker died more than max_retries times is dropped, not fatal: the driver
-    # sees its input missing and records it as failed.
+    # sees its inputs missing.
     context.max_errored_blocks = -1
     context.enable_progress_bars = False
+    results: dict[str, FileResult] = {}
+    bar = tqdm(total=len(items), unit="file", disable=not options.progress, file=sys.stderr)
+    with bar:
+        _stream(ray, items, out, options, done, options.files_per_call, results, bar)
+        missing = [i for i in items if i.path not in results]
+        if missing and options.files_per_call > 1:
+            # A dropped batch of several files: one of them may kill workers, the others
+            # not. Again one file at a time, so that only the killer fails.
+            _stream(ray, missing, out, options, done, 1, results, bar)
+    missing = [i for i in items if i.path not in results]
+    if missing:
+        shard = _Shard(out, "driver")
+        for item in missing:
+            result = FileResult(item.path, item.name, "", 0.0, 0.0, FAILED,
+                                f"{item.path}: the worker processing it died "
+                                f"{options.max_retries + 1} times (crash, out of memory, or "
+                                "killed); not retried further.")
+            shard.append(result)
+            results[item.path] = result
+    return [results[i.path] for i in items]
+
+
+def _stream(ray, items: list[CorpusItem], out: Path, options: CorpusOptions,
+            done: dict[str, str], files_per_call: int, results: dict[str, FileResult],
+            bar) -> None:
+    """One Ray Data pass over `items`: decode, transcribe, write; rows land in `results`."""
+    from ray.data import ActorPoolStrategy
+
     # One file per block: a crash or retry costs that file only.
     # "" (not None) for "no text": a column of None and strings would reach the actor as NaN.
     rows = [dict(asdict(i), text=i.text or "") for i in items]
@@ -563,36 +657,25 @@ def _execute(ray, items: list[CorpusItem], out: Path, options: CorpusOptions,
                     max_retries=options.max_retries)
         ds = ds.map_batches(_Transcriber, fn_constructor_kwargs={"options": options,
                                                                  "out_dir": str(out)},
-                            batch_size=1,
-                            # One file at a time per worker: when a worker dies, only the file
-                            # it was on spends a retry, not every file queued behind it.
+                            # Files per call: their windows share decoder batches (a GPU
+                            # wants many short files at once). One call at a time per worker:
+                            # when a worker dies, only the files it was on spend a retry, not
+                            # every file queued behind them.
+                            batch_size=files_per_call,
                             compute=ActorPoolStrategy(size=options.workers,
                                                       max_tasks_in_flight_per_actor=1),
                             num_cpus=options.cpus_per_worker,
                             num_gpus=options.gpus_per_worker or None,
                             max_restarts=-1, max_task_retries=options.max_retries)
-    results: dict[str, FileResult] = {}
-    bar = tqdm(total=len(items), unit="file", disable=not options.progress, file=sys.stderr)
-    audio_s, failures = 0.0, 0
-    with bar:
-        for row in ds.iter_rows():
-            result = FileResult.from_row(row)
-            results[result.input] = result
-            audio_s += result.duration_s if result.status == OK else 0.0
-            failures += result.status == FAILED
-            bar.update(1)
-            bar.set_postfix_str(f"{audio_s / 3600:.2f} h audio, {failures} failed")
-    missing = [i for i in items if i.path not in results]
-    if missing:
-        shard = _Shard(out, "driver")
-        for item in missing:
-            result = FileResult(item.path, item.name, "", 0.0, 0.0, FAILED,
-                                f"{item.path}: the worker processing it died "
-                                f"{options.max_retries + 1} times (crash, out of memory, or "
-                                "killed); not retried further.")
-            shard.append(result)
-            results[item.path] = result
-    return [results[i.path] for i in items]
+    audio_s = sum(r.duration_s for r in results.values() if r.status == OK)
+    failures = sum(r.status == FAILED for r in results.values())
+    for row in ds.iter_rows():
+        result = FileResult.from_row(row)
+        results[result.input] = result
+        audio_s += result.duration_s if result.status == OK else 0.0
+        failures += result.status == FAILED
+        bar.update(1)
+        bar.set_postfix_str(f"{audio_s / 3600:.2f} h audio, {failures} failed")
 
 
 def _check_resources(ray, options: CorpusOptions) -> None:
@@ -627,7 +710,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus-per-worker", type=float, default=1.0,
                         help="CPUs per worker, also its BLAS threads (default 1)")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="30 s windows decoded together per file")
+                        help="30 s windows decoded together (default 64 on GPU, 8 on CPU)")
+    parser.add_argument("--files-per-batch", type=int, default=None,
+                        help="files a worker transcribes together, sharing decoder batches "
+                        "(default 16 with GPUs, 1 on CPU)")
     parser.add_argument("--word-timestamps", action=argparse.BooleanOptionalAction, default=True,
                         help="add word timings (default on)")
     parser.add_argument("--which", default=None, help="regex: only segments whose text matches "
@@ -648,7 +734,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         summary = run(args.inputs, args.out, address=args.address, workers=args.workers,
                       gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
-                      batch_size=args.batch_size, word_timestamps=args.word_timestamps,
+                      batch_size=args.batch_size, files_per_batch=args.files_per_batch,
+                      word_timestamps=args.word_timestamps,
                       which=args.which, model=args.model, output_formats=args.output_format,
                       language=args.language, max_retries=args.max_retries,
                       progress=not args.quiet)

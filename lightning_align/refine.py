@@ -72,6 +72,7 @@ class Envelope:
         return k0 * HOP_S, self.db[k0:k1]
 
 
+ENVELOPES_KEPT = 4  # recordings whose envelope `envelope_of` remembers
 _envelopes: list[tuple[weakref.ref, int, Envelope]] = []
 _envelopes_lock = threading.Lock()
 
@@ -92,7 +93,7 @@ def envelope_of(samples: np.ndarray) -> Envelope:
     env = Envelope(samples)
     with _envelopes_lock:
         _envelopes.insert(0, (weakref.ref(samples), mark, env))
-        del _envelopes[4:]
+        del _envelopes[ENVELOPES_KEPT:]
     return env
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from .decoding import DecodingOptions, WindowResult, decode_with_fallback, promp
 from .errors import DecodingError
 from .mel import CHUNK_SAMPLES, TOKENS_PER_SECOND, log_mel_batch, log_mel_window
 from .models import WhisperModel, load_model
-from .refine import envelope_of
+from .refine import ENVELOPES_KEPT, envelope_of
 from .transcript import Segment, SegmentSource, Transcript, TranscriptContext
 from .windows import Window, is_silent, plan_windows
 
@@ -69,7 +70,58 @@ def transcribe(
     `keep_attention` captures the alignment heads' attention while decoding, so that `align`
     later needs no second pass; `word_timestamps=True` aligns every segment at once. Segment
     times are in seconds. `cache` bounds the captured attention (default: 512 MiB).
+    Many short recordings: `transcribe_many` decodes their windows in shared batches.
     """
+    return transcribe_many(
+        [audio], names=[name], model=model, batch_size=batch_size, window_s=window_s,
+        word_timestamps=word_timestamps, keep_attention=keep_attention, language=language,
+        task=task, initial_prompt=initial_prompt, temperature=temperature,
+        compression_ratio_threshold=compression_ratio_threshold,
+        repeat_min_words=repeat_min_words, logprob_threshold=logprob_threshold,
+        no_speech_threshold=no_speech_threshold, sequential=sequential,
+        condition_on_previous_text=condition_on_previous_text, cache=cache, progress=progress,
+        verbose=verbose)[0]
+
+
+def transcribe_many(
+    audios: Sequence[AudioInput],
+    *,
+    names: Sequence[str | None] | None = None,
+    model: WhisperModel | str | None = None,
+    batch_size: int | None = None,
+    window_s: float | None = None,
+    word_timestamps: bool = False,
+    keep_attention: bool = True,
+    language: str | None = None,
+    task: str = "transcribe",
+    initial_prompt: str | None = None,
+    temperature: float | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+    compression_ratio_threshold: float | None = 2.4,
+    repeat_min_words: int | None = 4,
+    logprob_threshold: float | None = -1.0,
+    no_speech_threshold: float | None = 0.6,
+    sequential: bool = False,
+    condition_on_previous_text: bool = True,
+    cache: AttentionCache | None = None,
+    progress: bool = False,
+    verbose: bool = False,
+) -> list[Transcript]:
+    """Transcribe several recordings, one `Transcript` each (in order), with `transcribe`'s
+    options; `names` label them in error messages.
+
+    The windows of all recordings are decoded together, `batch_size` at a time: on a GPU a
+    recording of a minute or two fills 2-4 of the 64 rows of a batch, so a service or a corpus
+    of short files decodes many recordings in the time of one. Each transcript is the same as
+    `transcribe` gives for its recording alone (the same windows, decoded the same way), apart
+    from samples drawn at fallback temperatures. All recordings are loaded (and checked) before
+    any is decoded; their captured attention shares one cache (`cache`, default 512 MiB).
+    """
+    if isinstance(audios, (str, bytes, np.ndarray)) or not isinstance(audios, Sequence):
+        raise DecodingError("transcribe_many takes a list of recordings (paths, bytes or "
+                            "sample arrays); for one recording use transcribe.")
+    names = list(names) if names is not None else [None] * len(audios)
+    if len(names) != len(audios):
+        raise DecodingError(f"names: {len(names)} given for {len(audios)} recordings.")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                    or batch_size < 1):
         raise DecodingError(f"batch_size={batch_size!r}: give a whole number of windows >= 1, "
@@ -79,18 +131,7 @@ def transcribe(
         raise DecodingError(f"window_s={window_s!r}: give seconds between {MIN_WINDOW_S:g} and 30 "
                             "(Whisper sees at most 30 s), or None for the default.")
     wm = model if isinstance(model, WhisperModel) else load_model(model)
-    if language is not None and wm.is_multilingual:
-        from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
-
-        code = TO_LANGUAGE_CODE.get(str(language).lower(), str(language).lower())
-        if code not in LANGUAGES:
-            raise DecodingError(f"language {language!r} is not one Whisper knows; use a code such "
-                                "as 'en', 'de', 'ja', or a name such as 'german'.")
-        language = code
-    elif language not in (None, "en", "english", "English") and not wm.is_multilingual:
-        raise DecodingError(f"language {language!r}: {wm.name} is an English-only model; load a "
-                            "multilingual model (e.g. 'base') for other languages.")
-    samples = load_audio(audio, name=name)
+    language = _check_language(wm, language)
     temps = (temperature,) if isinstance(temperature, (int, float)) else tuple(temperature)
     options = DecodingOptions(
         task=task, language=language, temperatures=temps, initial_prompt=initial_prompt,
@@ -99,29 +140,65 @@ def transcribe(
     capture = keep_attention or word_timestamps
     if capture and cache is None:
         cache = AttentionCache()
-    context = TranscriptContext(wm, cache if capture else None,
-                                audio if not isinstance(audio, bytes) else samples,
-                                len(samples) / SAMPLE_RATE)
-    if isinstance(audio, np.ndarray):
-        context._samples = samples
-    else:
-        context.remember(samples)
+    jobs = []
+    for audio, name in zip(audios, names):
+        samples = load_audio(audio, name=name)
+        context = TranscriptContext(wm, cache if capture else None,
+                                    audio if not isinstance(audio, bytes) else samples,
+                                    len(samples) / SAMPLE_RATE)
+        if isinstance(audio, np.ndarray):
+            context._samples = samples
+        else:
+            context.remember(samples)
+        jobs.append(_Job(samples, context))
     if sequential:
-        segments, language_out = _sequential(wm, samples, options, context, capture,
-                                             condition_on_previous_text, progress, verbose)
+        for job in jobs:
+            job.segments, language_out = _sequential(
+                wm, job.samples, options, job.context, capture, condition_on_previous_text,
+                progress, verbose)
+            job.languages.append(language_out)
     else:
-        segments, language_out = _batched(wm, samples, options, context, capture,
-                                          batch_size or default_batch_size(), progress, verbose,
-                                          word_timestamps, float(window_s or 30.0))
-    result = Transcript(segments=segments, text="".join(s["text"] for s in segments),
-                        language=language_out, context=context)
-    if word_timestamps:
-        result.align()
-    return result
+        _batched(wm, jobs, options, capture, batch_size or default_batch_size(), progress,
+                 verbose, word_timestamps, float(window_s or 30.0))
+    results = []
+    for job in jobs:
+        languages = job.languages
+        language_out = (max(set(languages), key=languages.count) if languages
+                        else (options.language or "en"))
+        result = Transcript(segments=job.segments, text="".join(s["text"] for s in job.segments),
+                            language=language_out, context=job.context)
+        if word_timestamps:
+            result.align()
+        results.append(result)
+    return results
 
 
-def _encode(wm: WhisperModel, samples: np.ndarray, windows: list[Window]) -> mx.array:
-    pieces = [samples[w.start : w.end] for w in windows]
+def _check_language(wm: WhisperModel, language: str | None) -> str | None:
+    if language is not None and wm.is_multilingual:
+        from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
+
+        code = TO_LANGUAGE_CODE.get(str(language).lower(), str(language).lower())
+        if code not in LANGUAGES:
+            raise DecodingError(f"language {language!r} is not one Whisper knows; use a code such "
+                                "as 'en', 'de', 'ja', or a name such as 'german'.")
+        return code
+    if language not in (None, "en", "english", "English") and not wm.is_multilingual:
+        raise DecodingError(f"language {language!r}: {wm.name} is an English-only model; load a "
+                            "multilingual model (e.g. 'base') for other languages.")
+    return language
+
+
+@dataclass(eq=False)
+class _Job:
+    """One recording being transcribed: its samples, context, and what was decoded so far."""
+
+    samples: np.ndarray
+    context: TranscriptContext
+    segments: list[Segment] = field(default_factory=list)
+    languages: list[str] = field(default_factory=list)
+
+
+def _encode(wm: WhisperModel, pieces: list[np.ndarray]) -> mx.array:
     if gpu_available():
         mels = log_mel_batch(pieces, wm.dims.n_mels)
     else:
@@ -132,30 +209,30 @@ def _encode(wm: WhisperModel, samples: np.ndarray, windows: list[Window]) -> mx.
     return features
 
 
-def _batched(wm, samples, options, context, capture, batch_size, progress, verbose,
+def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbose,
              word_timestamps=False, window_s=30.0):
-    """Decode all windows in batches. A window whose text ends (end-of-text) more than
-    `TAIL_S` before its end while speech follows is decoded again from where its text stopped,
-    in a later round of batches: the batched counterpart of openai-whisper's seek."""
-    pending = [w for w in plan_windows(samples, max_s=window_s, search_s=min(5.0, window_s / 4))
-               if not is_silent(samples[w.start : w.end])]
+    """Decode the windows of all `jobs` in batches, filling each job's segments and languages.
+    A window whose text ends (end-of-text) more than `TAIL_S` before its end while speech
+    follows is decoded again from where its text stopped, in a later round of batches: the
+    batched counterpart of openai-whisper's seek."""
+    pending = [(job, w) for job in jobs
+               for w in plan_windows(job.samples, max_s=window_s, search_s=min(5.0, window_s / 4))
+               if not is_silent(job.samples[w.start : w.end])]
     prompt = prompt_tokens(wm.tokenizer(options.language, options.task), options.initial_prompt,
                            wm.dims.n_text_ctx)
-    segments: list[Segment] = []
-    languages: list[str] = []
     bar = _progress(len(pending), progress)
     # Word alignment is host work (numba, numpy) and MLX releases the GIL while the device
     # computes, so words are aligned in a thread as soon as windows are final: while the
     # batch's failing windows are decoded again at a higher temperature, and the next batch.
     aligner = ThreadPoolExecutor(max_workers=1) if word_timestamps else None
     aligning = []
-    if aligner is not None:  # the signal refinement's energy envelope, while the GPU decodes
-        aligning.append(aligner.submit(envelope_of, samples))
+    if aligner is not None:  # the signal refinement's energy envelopes, while the GPU decodes
+        aligning += [aligner.submit(envelope_of, job.samples) for job in jobs[:ENVELOPES_KEPT]]
     for _round in range(MAX_TAIL_ROUNDS + 1):
-        tails: list[Window] = []
+        tails: list[tuple[_Job, Window]] = []
         for first in range(0, len(pending), batch_size):
             batch = pending[first : first + batch_size]
-            features = _encode(wm, samples, batch)
+            features = _encode(wm, [job.samples[w.start : w.end] for job, w in batch])
             by_window: dict[int, list[Segment]] = {}
 
             def accept(rows, results, batch=batch, by_window=by_window):
@@ -163,24 +240,25 @@ def _batched(wm, samples, options, context, capture, batch_size, progress, verbo
                 # aligner thread) while the failing windows are decoded again.
                 accepted = []
                 for row, result in zip(rows, results):
-                    new = window_segments(wm, batch[row], result, options, context,
-                                          len(segments), final=True)
-                    segments.extend(new)
+                    job, window = batch[row]
+                    new = window_segments(wm, window, result, options, job.context,
+                                          len(job.segments), final=True)
+                    job.segments.extend(new)
                     by_window[row] = new
                     accepted.extend(new)
                 if aligner is not None and accepted:
                     aligning.append(aligner.submit(_align_segments, accepted))
 
             results = decode_with_fallback(wm, features, options, capture=capture, prompt=prompt,
-                                           audio_frames=[_audio_frames(w) for w in batch],
+                                           audio_frames=[_audio_frames(w) for _, w in batch],
                                            on_final=accept)
             del features
-            for row, (window, result) in enumerate(zip(batch, results)):
-                languages.append(result.language)
+            for row, ((job, window), result) in enumerate(zip(batch, results)):
+                job.languages.append(result.language)
                 _report(by_window[row], verbose)
-                tail = _untranscribed_tail(window, by_window[row], samples)
+                tail = _untranscribed_tail(window, by_window[row], job.samples)
                 if tail is not None:
-                    tails.append(tail)
+                    tails.append((job, tail))
             if bar:
                 bar.update(len(batch))
         if not tails:
@@ -194,11 +272,10 @@ def _batched(wm, samples, options, context, capture, batch_size, progress, verbo
         for future in aligning:
             future.result()
         aligner.shutdown()
-    segments.sort(key=lambda seg: (seg["start"], seg["end"]))
-    for i, seg in enumerate(segments):
-        seg["id"] = i
-    language = max(set(languages), key=languages.count) if languages else (options.language or "en")
-    return segments, language
+    for job in jobs:
+        job.segments.sort(key=lambda seg: (seg["start"], seg["end"]))
+        for i, seg in enumerate(job.segments):
+            seg["id"] = i
 
 
 def _align_segments(segments: list[Segment]) -> None:
@@ -237,7 +314,7 @@ def _sequential(wm, samples, options, context, capture, condition, progress, ver
         if is_silent(samples[window.start : window.end]):
             seek = window.end
             continue
-        features = _encode(wm, samples, [window])
+        features = _encode(wm, [samples[window.start : window.end]])
         prompt = [tokenizer.sot_prev] + history[-(wm.dims.n_text_ctx // 2 - 1):] if history else None
         opts = replace(options, language=language) if language else options
         result = decode_with_fallback(wm, features, opts, capture=capture, prompt=prompt,

@@ -85,6 +85,8 @@ def test_discover_folders_globs_and_manifests(tmp_path):
 
 
 def test_corpus_matches_in_process_and_reports_bad_files(local_ray, tmp_path, model):
+    """Files go to the worker 6 at a time (their windows share decoder batches, as on a GPU),
+    broken ones among them; each output equals in-process `transcribe` of its file alone."""
     inp, out = tmp_path / "in", tmp_path / "out"
     good = write_clips(inp, 16)
     sf.write(inp / "silent.wav", np.zeros(32000, np.float32), 16000)
@@ -92,7 +94,8 @@ def test_corpus_matches_in_process_and_reports_bad_files(local_ray, tmp_path, mo
     (inp / "garbage.mp3").write_bytes(b"this is not audio at all " * 50)
     (inp / "truncated.wav").write_bytes((inp / "clip00.wav").read_bytes()[:44])  # header only
 
-    summary = corpus.run([inp], out, workers=1, output_formats=("json", "srt"), progress=False)
+    summary = corpus.run([inp], out, workers=1, output_formats=("json", "srt"), progress=False,
+                         files_per_batch=6)
 
     assert len(summary.results) == 20
     failed = {Path(r.input).name: r.error for r in summary.failed}
@@ -138,7 +141,10 @@ def _worker_pids() -> list[int]:
     return pids
 
 
-def test_dead_workers_are_replaced_and_a_killer_file_fails(local_ray, tmp_path):
+@pytest.mark.parametrize("files_per_batch", [1, 3])
+def test_dead_workers_are_replaced_and_a_killer_file_fails(local_ray, tmp_path, files_per_batch):
+    """With 3 files a batch, poison.wav shares its batch with two clips: that batch, dropped
+    after its retries, runs again one file at a time, and only poison.wav fails."""
     inp, out = tmp_path / "in", tmp_path / "out"
     clips = write_clips(inp, 4)
     (inp / "poison.wav").write_bytes(clips[0].read_bytes())
@@ -155,7 +161,8 @@ def test_dead_workers_are_replaced_and_a_killer_file_fails(local_ray, tmp_path):
 
     killer = threading.Thread(target=kill_a_worker_after_first_output, daemon=True)
     killer.start()
-    summary = corpus.run([inp], out, workers=1, max_retries=1, progress=False)
+    summary = corpus.run([inp], out, workers=1, max_retries=1, progress=False,
+                         files_per_batch=files_per_batch)
     killer.join(timeout=1)
 
     assert killed, "no worker was killed; the test did not exercise a restart"

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 import lightning_align as la
 from lightning_align.backend import mx
@@ -249,3 +250,38 @@ def test_a_looping_window_is_decoded_again(model):
 def test_repeat_min_words_rejects_bad_values(bad):
     with pytest.raises(la.errors.DecodingError, match="repeat_min_words"):
         DecodingOptions(repeat_min_words=bad)
+
+
+def test_transcribe_many_equals_one_at_a_time(model, short_speech, long_speech, tmp_path):
+    """The windows of several recordings share batches (here 3 + 1 windows and a silent file,
+    in batches of 3 that mix recordings); each transcript, words included, is what
+    `transcribe` gives for its recording alone."""
+    path = tmp_path / "short.wav"
+    sf.write(path, short_speech.audio, 16000, subtype="FLOAT")
+    inputs = [long_speech.audio, str(path), np.zeros(16000 * 5, np.float32)]
+    many = la.transcribe_many(inputs, model=model, batch_size=3, word_timestamps=True)
+    assert len(many) == 3 and many[2]["segments"] == [] and many[2]["text"] == ""
+    for audio, got in zip(inputs[:2], many[:2]):
+        alone = la.transcribe(audio, model=model, batch_size=3, word_timestamps=True)
+        assert got["text"] == alone["text"]
+        assert [s["id"] for s in got["segments"]] == list(range(len(got["segments"])))
+        words = lambda t: [(w["word"], w["start"], w["end"]) for s in t["segments"]  # noqa: E731
+                           for w in s["words"]]
+        assert words(got) == words(alone)
+    assert many[1].context.audio == str(path)
+    # each transcript aligns lazily on its own audio afterwards
+    lazy = la.transcribe_many(inputs[:2], model=model, batch_size=3)
+    la.align(lazy[1]["segments"])
+    assert [w["start"] for s in lazy[1]["segments"] for w in s["words"]] == \
+        [w["start"] for s in many[1]["segments"] for w in s["words"]]
+
+
+def test_transcribe_many_rejects_bad_input(model, tmp_path):
+    with pytest.raises(la.errors.DecodingError, match="list of recordings"):
+        la.transcribe_many("clip.wav", model=model)
+    with pytest.raises(la.errors.DecodingError, match="names: 1 given for 2"):
+        la.transcribe_many([np.zeros(16000, np.float32)] * 2, names=["a"], model=model)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF....WAVEfmt nonsense")
+    with pytest.raises(la.errors.AudioError, match="broken.wav"):
+        la.transcribe_many([np.zeros(16000, np.float32), str(broken)], model=model)
