@@ -74,15 +74,24 @@ def write_gpu_clips(folder: str | os.PathLike, suffix: str = ".flac") -> list[Pa
 def _gpu_clips(folder: Path) -> list[Path]:
     given = os.environ.get("LA_BENCH_CORPUS_AUDIO")
     if not given:
-        return write_gpu_clips(folder, ".wav")
-    sources = sorted(Path(given).glob("clip*.flac"))
-    assert len(sources) == GPU_FILES, f"{given}: {len(sources)} clip*.flac, expected {GPU_FILES}"
-    paths = []
-    for source in sources:
-        audio, rate = sf.read(source, dtype="int16")
-        path = folder / f"{source.stem}.wav"
-        sf.write(path, audio, rate, subtype="PCM_16")
-        paths.append(path)
+        paths = write_gpu_clips(folder, ".wav")
+    else:
+        sources = sorted(Path(given).glob("clip*.flac"))
+        assert len(sources) == GPU_FILES, f"{given}: {len(sources)} clip*.flac, expected {GPU_FILES}"
+        paths = []
+        for source in sources:
+            audio, rate = sf.read(source, dtype="int16")
+            path = folder / f"{source.stem}.wav"
+            sf.write(path, audio, rate, subtype="PCM_16")
+            paths.append(path)
+    # LA_BENCH_CORPUS_COPIES=k: each clip k times (distinct files), a corpus k times as long,
+    # so that the fixed cost weighs less
+    copies = int(os.environ.get("LA_BENCH_CORPUS_COPIES", "1"))
+    for k in range(1, copies):
+        for source in paths[:GPU_FILES]:
+            copy = folder / f"{source.stem}-{k}.wav"
+            copy.write_bytes(source.read_bytes())
+            paths.append(copy)
     return paths
 
 
