@@ -50,11 +50,11 @@ MANIFEST = "manifest.jsonl"
 SHARD_DIR = ".manifest"
 MAX_FORCED_S = 30.0  # a forced pass aligns one Whisper window of text at most
 CRASH_ENV = "LIGHTNING_ALIGN_CORPUS_CRASH_ON"
+"""Fault injection for tests and drills: a worker exits (as if killed) before an input whose
+path matches this regex, every time; the run must mark that input failed and go on."""
 # A GPU worker given one file of 1-2 minutes fills 2-4 rows of a 64-window decoder batch;
 # 16 such files fill one.
 GPU_FILES_PER_BATCH = 16
-"""Fault injection for tests and drills: a worker exits (as if killed) before an input whose
-path matches this regex, every time; the run must mark that input failed and go on."""
 
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 
@@ -408,6 +408,8 @@ class _Transcriber:
         for i, row in enumerate(rows):
             if i not in shared:
                 results[i] = self._one(row)
+        if not shared:
+            return [results[i] for i in range(len(rows))]
         for i in shared:
             self._maybe_crash(str(rows[i]["path"]))
         started = time.perf_counter()
@@ -658,12 +660,16 @@ def _stream(ray, items: list[CorpusItem], out: Path, options: CorpusOptions,
         ds = ds.map_batches(_Transcriber, fn_constructor_kwargs={"options": options,
                                                                  "out_dir": str(out)},
                             # Files per call: their windows share decoder batches (a GPU
-                            # wants many short files at once). One call at a time per worker:
-                            # when a worker dies, only the files it was on spend a retry, not
-                            # every file queued behind them.
+                            # wants many short files at once). One file a call: one call at a
+                            # time per worker, so that a dead worker costs only the file it was
+                            # on a retry. Several: the next call waits in the worker (its
+                            # samples already moved there) while one runs, as the GPU would
+                            # otherwise idle between calls; a dead worker then costs both calls
+                            # a retry, and a dropped call is run again one file at a time.
                             batch_size=files_per_call,
-                            compute=ActorPoolStrategy(size=options.workers,
-                                                      max_tasks_in_flight_per_actor=1),
+                            compute=ActorPoolStrategy(
+                                size=options.workers,
+                                max_tasks_in_flight_per_actor=1 if files_per_call == 1 else 2),
                             num_cpus=options.cpus_per_worker,
                             num_gpus=options.gpus_per_worker or None,
                             max_restarts=-1, max_task_retries=options.max_retries)

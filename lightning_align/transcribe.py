@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -158,8 +160,9 @@ def transcribe_many(
                 progress, verbose)
             job.languages.append(language_out)
     else:
-        _batched(wm, jobs, options, capture, batch_size or default_batch_size(), progress,
-                 verbose, word_timestamps, float(window_s or 30.0))
+        with _prompt_gil_handoff(word_timestamps and gpu_available()):
+            _batched(wm, jobs, options, capture, batch_size or default_batch_size(), progress,
+                     verbose, word_timestamps, float(window_s or 30.0))
     results = []
     for job in jobs:
         languages = job.languages
@@ -186,6 +189,27 @@ def _check_language(wm: WhisperModel, language: str | None) -> str | None:
         raise DecodingError(f"language {language!r}: {wm.name} is an English-only model; load a "
                             "multilingual model (e.g. 'base') for other languages.")
     return language
+
+
+# Python's thread switch interval while words are aligned beside a GPU decoding loop (s).
+ALIGN_SWITCH_S = 0.0002
+
+
+@contextlib.contextmanager
+def _prompt_gil_handoff(enabled: bool):
+    """A short thread switch interval while `enabled`. The aligner thread's Python work holds
+    the GIL; each time the decoding loop wants it back (after every GPU step, ~1 ms) it waits
+    up to the switch interval (5 ms by default) while the GPU, two steps ahead at most, runs
+    dry. The interval is process-wide: restored on exit."""
+    if not enabled:
+        yield
+        return
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, ALIGN_SWITCH_S))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 @dataclass(eq=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -285,3 +286,15 @@ def test_transcribe_many_rejects_bad_input(model, tmp_path):
     broken.write_bytes(b"RIFF....WAVEfmt nonsense")
     with pytest.raises(la.errors.AudioError, match="broken.wav"):
         la.transcribe_many([np.zeros(16000, np.float32), str(broken)], model=model)
+
+
+def test_gil_handoff_shortens_the_switch_interval_and_restores_it():
+    from lightning_align.transcribe import ALIGN_SWITCH_S, _prompt_gil_handoff
+
+    before = sys.getswitchinterval()
+    with _prompt_gil_handoff(False):
+        assert sys.getswitchinterval() == before
+    with pytest.raises(RuntimeError), _prompt_gil_handoff(True):
+        assert sys.getswitchinterval() == pytest.approx(min(before, ALIGN_SWITCH_S), rel=1e-3)
+        raise RuntimeError("restored even when the body fails")
+    assert sys.getswitchinterval() == before
