@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default=None, help="tiny.en (default, bundled), base, or a model "
                    "directory / .pt checkpoint")
     t.add_argument("--batch-size", type=int, default=None, help="windows decoded together")
+    t.add_argument("--files-per-batch", type=int, default=None,
+                   help="files whose windows share decoder batches (default 16 on a GPU, 1 on "
+                   "CPU; 1 with --sequential or --verbose)")
     t.add_argument("--output-dir", "-o", default=".", help="where outputs go (default: .)")
     t.add_argument("--output-format", "-f", type=_formats, default=["json", "srt", "vtt", "txt"],
                    help="comma-separated: json,srt,vtt,tsv,txt or all (default json,srt,vtt,txt)")
@@ -59,41 +62,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+GPU_FILES_PER_BATCH = 16  # short files fill a 64-window GPU batch together
+
+
 def transcribe_files(args: argparse.Namespace) -> int:
-    """Transcribe each file on its own: a file that fails gets one `FAILED` line on stderr and
-    the others are still written. Returns 0 when all succeed, 1 when any failed, 2 when the
-    model cannot be loaded."""
+    """Transcribe the files, several at a time on a GPU (their windows share decoder batches):
+    a file that fails gets one `FAILED` line on stderr and the others are still written.
+    Returns 0 when all succeed, 1 when any failed, 2 when the model cannot be loaded or an
+    option is wrong."""
     from tqdm import tqdm
 
     from . import load_model
+    from .backend import gpu_available
 
+    group = args.files_per_batch
+    if group is not None and group < 1:
+        print(f"lightning-align: --files-per-batch {group}: need at least one file.",
+              file=sys.stderr)
+        return 2
+    if group is None or args.sequential or args.verbose:
+        # verbose segments of several files would interleave; sequential decodes one window
+        group = 1 if (args.sequential or args.verbose or not gpu_available()) else GPU_FILES_PER_BATCH
     try:
         model = load_model(args.model)
     except LightningAlignError as e:
         print(f"lightning-align: {_one_line(str(e))}", file=sys.stderr)
         return 2
     failures: list[tuple[str, str]] = []
-    files = tqdm(args.audio, unit="file", disable=args.quiet or len(args.audio) < 2)
-    for path, stem in zip(files, output_stems(args.audio)):
-        started = time.perf_counter()
-        try:
-            result, written = _transcribe_one(path, stem, model, args)
-        except LightningAlignError as e:
-            failures.append((path, str(e)))
-            continue
-        except OSError as e:
-            failures.append((path, f"cannot write outputs to {args.output_dir}: {e.strerror}"))
-            continue
-        except Exception as e:  # noqa: BLE001  one file's unexpected failure must not end the batch
-            log.debug("unexpected failure on %s", path, exc_info=True)
-            failures.append((path, f"unexpected {type(e).__name__}: {e}. This is a bug in "
-                                   "lightning-align; please report it with this file."))
-            continue
-        took = time.perf_counter() - started
-        duration = result.context.duration_s if result.context else 0.0
-        files.write(f"{path}: {len(result['segments'])} segments, {duration:.1f} s of audio in "
-                    f"{took:.1f} s ({duration / max(took, 1e-9):.1f}x realtime) -> "
-                    + ", ".join(str(p) for p in written))
+    bar = tqdm(total=len(args.audio), unit="file", disable=args.quiet or len(args.audio) < 2)
+    jobs = list(zip(args.audio, output_stems(args.audio)))
+    for first in range(0, len(jobs), group):
+        chunk = jobs[first : first + group]
+        for path, message in _transcribe_chunk(chunk, model, args, bar.write):
+            failures.append((path, message))
+        bar.update(len(chunk))
+    bar.close()
     for path, message in failures:
         message = _one_line(message)
         print(f"FAILED: {message}" if path in message else f"FAILED {path}: {message}", file=sys.stderr)
@@ -103,21 +106,73 @@ def transcribe_files(args: argparse.Namespace) -> int:
     return 0
 
 
-def _transcribe_one(path: str, stem: str, model, args: argparse.Namespace):
-    from . import transcribe
+def _transcribe_chunk(chunk: list[tuple[str, str]], model, args: argparse.Namespace,
+                      say) -> list[tuple[str, str]]:
+    """Transcribe and write one group of (path, output stem); returns the failures. Files are
+    read one by one (a bad one fails alone), then decoded together; should the shared decode
+    fail, each file is decoded alone so that the failure lands on the file that caused it."""
+    from . import load_audio, transcribe_many
+    from .audio import SAMPLE_RATE
+
+    failures: list[tuple[str, str]] = []
+    loaded: list[tuple[str, str, object]] = []
+    for path, stem in chunk:
+        try:
+            loaded.append((path, stem, load_audio(path, name=path)))
+        except LightningAlignError as e:
+            failures.append((path, str(e)))
+    options = dict(model=model, batch_size=args.batch_size, word_timestamps=args.word_timestamps,
+                   language=args.language, task=args.task, initial_prompt=args.initial_prompt,
+                   sequential=args.sequential, verbose=args.verbose, progress=not args.quiet)
+    groups = [loaded] if loaded else []
+    while groups:
+        items = groups.pop(0)
+        started = time.perf_counter()
+        try:
+            results = transcribe_many([samples for _, _, samples in items],
+                                      names=[path for path, _, _ in items], **options)
+        except Exception as e:  # noqa: BLE001  one file's failure must not end the batch
+            if len(items) > 1:
+                groups = [[item] for item in items] + groups  # find the file that failed
+                continue
+            failures.append((items[0][0], _failure(e, items[0][0])))
+            continue
+        took = time.perf_counter() - started
+        total = sum(len(samples) for _, _, samples in items) or 1
+        for (path, stem, samples), result in zip(items, results):
+            try:
+                written = _write(result, stem, args)
+            except OSError as e:
+                failures.append((path, f"cannot write outputs to {args.output_dir}: {e.strerror}"))
+                continue
+            except Exception as e:  # noqa: BLE001
+                failures.append((path, _failure(e, path)))
+                continue
+            duration = len(samples) / SAMPLE_RATE
+            share = took * len(samples) / total  # a shared decode's time, by audio length
+            say(f"{path}: {len(result['segments'])} segments, {duration:.1f} s of audio in "
+                f"{share:.1f} s ({duration / max(share, 1e-9):.1f}x realtime) -> "
+                + ", ".join(str(p) for p in written))
+    return failures
+
+
+def _failure(error: Exception, path: str) -> str:
+    if isinstance(error, LightningAlignError):
+        return str(error)
+    log.debug("unexpected failure on %s", path, exc_info=True)
+    return (f"unexpected {type(error).__name__}: {error}. This is a bug in lightning-align; "
+            "please report it with this file.")
+
+
+def _write(result, stem: str, args: argparse.Namespace) -> list[Path]:
     from .writers import WriterOptions, write_result
 
     options = WriterOptions(highlight_words=args.highlight_words, max_line_width=args.max_line_width,
                             max_line_count=args.max_line_count,
                             max_words_per_line=args.max_words_per_line)
-    result = transcribe(path, model=model, batch_size=args.batch_size,
-                        word_timestamps=args.word_timestamps, language=args.language,
-                        task=args.task, initial_prompt=args.initial_prompt,
-                        sequential=args.sequential, verbose=args.verbose,
-                        progress=not args.quiet)
     # write_result renders every format first and renames temp files into place: a failure
     # leaves no partial output.
-    return result, write_result(result, Path(args.output_dir), args.output_format, options, name=stem)
+    return write_result(result, Path(args.output_dir), args.output_format, options, name=stem)
 
 
 def output_stems(paths: list[str]) -> list[str]:

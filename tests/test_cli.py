@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import lightning_align as la
 from lightning_align.cli import main, output_stems
 
 from .test_errors import write_speech_files
@@ -30,10 +31,13 @@ def failed_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("FAILED")]
 
 
-def test_bad_files_fail_alone(inputs, tmp_path, capsys, model):
+@pytest.mark.parametrize("files_per_batch", ["1", "5"])
+def test_bad_files_fail_alone(inputs, tmp_path, capsys, model, files_per_batch):
+    """One file a batch (CPU's default), or all five together (as on a GPU): the bad ones
+    fail alone, the good ones are written with the same text."""
     order = ["text", "good", "missing", "cut", "good_mp3"]
     rc = main(["transcribe", *(str(inputs[k]) for k in order), "-o", str(tmp_path),
-               "-f", "json,srt", "--quiet"])
+               "-f", "json,srt", "--quiet", "--files-per-batch", files_per_batch])
     err = capsys.readouterr().err
     assert rc == 1
     failed = failed_lines(err)
@@ -46,9 +50,16 @@ def test_bad_files_fail_alone(inputs, tmp_path, capsys, model):
     # both good files are written, under distinct names although both are called "speech"
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["speech-2.json", "speech-2.srt", "speech.json", "speech.srt"]
-    for name in ("speech.json", "speech-2.json"):
+    for name, key in (("speech.json", "good"), ("speech-2.json", "good_mp3")):
         result = json.loads((tmp_path / name).read_text())
         assert result["segments"] and all(s["words"] for s in result["segments"])
+        assert result["text"] == la.transcribe(str(inputs[key]), model=model)["text"]
+
+
+def test_files_per_batch_must_be_positive(inputs, tmp_path, capsys):
+    assert main(["transcribe", str(inputs["good"]), "-o", str(tmp_path), "-q",
+                 "--files-per-batch", "0"]) == 2
+    assert "--files-per-batch 0" in capsys.readouterr().err
 
 
 def test_all_good_exits_zero(inputs, tmp_path, capsys, model):
@@ -93,3 +104,25 @@ def test_subprocess(inputs, tmp_path):
 
 def test_console_script_exists():
     assert shutil.which("lightning-align") is not None
+
+
+def test_a_file_that_breaks_the_shared_decode_fails_alone(inputs, tmp_path, capsys, model,
+                                                          monkeypatch):
+    """Should decoding a group raise, each file is decoded alone: only the one that raises
+    fails (here the MP3, through a wrapped `transcribe_many`)."""
+    real = la.transcribe_many
+
+    def breaks_on_mp3(audios, *, names, **options):
+        if any(str(name).endswith(".mp3") for name in names):
+            raise RuntimeError("decoder exploded")
+        return real(audios, names=names, **options)
+
+    monkeypatch.setattr(la, "transcribe_many", breaks_on_mp3)
+    rc = main(["transcribe", str(inputs["good"]), str(inputs["good_mp3"]), "-o", str(tmp_path),
+               "-f", "txt", "-q", "--no-word-timestamps", "--files-per-batch", "2"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    failed = failed_lines(err)
+    assert len(failed) == 1 and str(inputs["good_mp3"]) in failed[0]
+    assert "unexpected RuntimeError: decoder exploded" in failed[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["speech.txt"]
