@@ -80,9 +80,10 @@ def transcribe_files(args: argparse.Namespace) -> int:
         print(f"lightning-align: --files-per-batch {group}: need at least one file.",
               file=sys.stderr)
         return 2
-    if group is None or args.sequential or args.verbose:
-        # verbose segments of several files would interleave; sequential decodes one window
-        group = 1 if (args.sequential or args.verbose or not gpu_available()) else GPU_FILES_PER_BATCH
+    if args.sequential or args.verbose:
+        group = 1  # sequential decodes one window at a time; verbose lines would interleave
+    elif group is None:
+        group = GPU_FILES_PER_BATCH if gpu_available() else 1
     try:
         model = load_model(args.model)
     except LightningAlignError as e:
