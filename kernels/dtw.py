@@ -18,7 +18,7 @@ from .median import _hi, _lo  # branch-free min/max: compile to minss/maxss
 __all__ = ["dtw", "dtw_batch"]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fill(x, n, m, trace):
     """Fill trace[1:n+1, 1:m+1] for cost x[:n, :m]; returns False if x[:n, :m] is not finite."""
     inf = np.float32(np.inf)
@@ -56,7 +56,7 @@ def _fill(x, n, m, trace):
     return finite
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _backtrace(trace, n, m, ti, tj):
     """Walk from (n, m) to (0, 0); writes the path into ti/tj[start : n + m], returns start."""
     i = n
@@ -83,7 +83,7 @@ def _backtrace(trace, n, m, ti, tj):
     return k
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _dtw_one(x):
     n, m = x.shape
     trace = np.empty((n + 1, m + 1), np.int8)
@@ -94,7 +94,7 @@ def _dtw_one(x):
     return ti[start:], tj[start:], finite
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _dtw_many(flat, shapes, cost_start, path_start, ti, tj, starts, finite):
     for b in prange(shapes.shape[0]):
         n = shapes[b, 0]

@@ -14,7 +14,7 @@ from numba import njit, prange
 NEG_INF = -np.inf
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def select_tokens(logits, suppress, text_ok, eot_ok, ts_min, ts_max, ts_rule, blank,
                   eot, ts_begin, temperature, uniform, tokens_out, logprobs_out):
     """Choose one token per row and return its log-probability under the filtered distribution.

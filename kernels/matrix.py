@@ -75,7 +75,7 @@ def _bits_as_float32(typingctx, bits):
     return types.float32(types.uint32), codegen
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _half_to_float32_soft(bits):
     """Exact float16 -> float32 from the bit pattern, branch-free so loops still vectorize."""
     h = np.uint32(bits)
@@ -91,7 +91,7 @@ def _half_to_float32_soft(bits):
     return -v if h & np.uint32(0x8000) else v
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _half_to_float32(bits):
     if _NATIVE_HALF:
         return _fpext_half(bits)
@@ -114,7 +114,7 @@ def _load_impl(a, i):
 
 # error_model="numpy": Python's ZeroDivisionError check on every float division would keep
 # the standardization loop scalar (measured 6x slower); no divisor here can be 0 anyway.
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _alignment(w, width, net_lo, net_hi, net_mode, out):
     """Fill out (tokens x frames) from w (heads, tokens, frames), float32 or float16 bits
     (uint16); returns False if the weights hold NaN or inf."""

@@ -18,19 +18,19 @@ from numba import njit
 __all__ = ["median_filter"]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _lo(a, b):
     # `a if a < b else b` is the exact pattern LLVM maps to minss/minps (no NaN fix-up code).
     # A NaN input makes the public function raise, so what this does with NaN never matters.
     return a if a < b else b
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _hi(a, b):
     return b if a < b else a
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _med3_row(buf, out, n):
     for j in range(n):
         a = buf[j]
@@ -39,7 +39,7 @@ def _med3_row(buf, out, n):
         out[j] = _hi(_lo(a, b), _lo(_hi(a, b), c))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _med5_row(buf, out, n):
     # Devillard's 7-exchange median-of-5 network; unused halves are removed by LLVM.
     for j in range(n):
@@ -58,7 +58,7 @@ def _med5_row(buf, out, n):
         out[j] = p2
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _med7_row(buf, out, n):
     # Devillard's 13-exchange median-of-7 network (20 min/max after dead-code removal). Cheaper
     # schemes that share work between neighbouring windows need stride-2 access, whose
@@ -87,7 +87,7 @@ def _med7_row(buf, out, n):
         out[j] = p3
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _medgen_row(buf, out, n, width, net_lo, net_hi, net_mode, lanes):
     # lanes[k, j] = buf[j + k]: window element k of output j, so every compare-exchange of the
     # network is one vectorizable pass over frames.
@@ -116,7 +116,7 @@ def _medgen_row(buf, out, n, width, net_lo, net_hi, net_mode, lanes):
         out[j] = mid[j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _median_row(buf, out, n, width, net_lo, net_hi, net_mode, lanes):
     """out[j] = median(buf[j : j + width]) for j < n (frames); buf holds n + width - 1 values."""
     if width == 7:
@@ -129,7 +129,7 @@ def _median_row(buf, out, n, width, net_lo, net_hi, net_mode, lanes):
         _medgen_row(buf, out, n, width, net_lo, net_hi, net_mode, lanes)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _reflect_edges(buf, n, pad):
     # np.pad(mode="reflect") / torch F.pad(mode="reflect"): mirror without repeating the edge.
     # One reflection suffices because callers guarantee n > pad.
@@ -138,7 +138,7 @@ def _reflect_edges(buf, n, pad):
         buf[pad + n - 1 + k] = buf[pad + n - 1 - k]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _median_rows(x, out, width, net_lo, net_hi, net_mode):
     """Median-filter every row of the 2-D array x into out; returns True if x holds a NaN."""
     rows, n = x.shape

@@ -19,6 +19,7 @@ import numpy as np
 
 SAMPLE_RATE = 16000
 HOP_S = 0.01
+FINE_HOP_S = 0.005  # the dip search's frames: 10 ms windows every 5 ms, from 5 ms blocks
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class RefineOptions:
 
 
 class Envelope:
-    """Level in dB of 20 ms frames every 10 ms over a whole recording, computed once.
+    """Level in dB of 20 ms frames every 10 ms over a whole recording, computed once, and the
+    energy of its 5 ms blocks for the dip search (`fine_levels`).
 
     Frame k is centred on k * 10 ms and covers [k * 10 ms - 10 ms, k * 10 ms + 10 ms); every
     segment of a transcript slices the same envelope instead of re-reading its samples.
@@ -58,12 +60,31 @@ class Envelope:
     def __init__(self, samples: np.ndarray):
         hop = int(HOP_S * SAMPLE_RATE)
         x = np.asarray(samples, np.float32)
-        padded = np.concatenate([np.zeros(hop, np.float32), np.square(x, dtype=np.float32),
-                                 np.zeros(hop, np.float32)])
+        squares = np.square(x, dtype=np.float32)
+        padded = np.concatenate([np.zeros(hop, np.float32), squares, np.zeros(hop, np.float32)])
         csum = np.concatenate([[0.0], np.cumsum(padded, dtype=np.float64)])
         centres = np.arange(len(x) // hop) * hop + hop  # in padded coordinates
         energy = (csum[centres + hop] - csum[centres - hop]) / (2 * hop)
         self.db = (10.0 * np.log10(energy + 1e-10)).astype(np.float32)
+        # Energy of each 5 ms block, with an empty block before the first and after the last:
+        # a 10 ms frame centred on k * 5 ms is blocks k-1 and k.
+        block = int(FINE_HOP_S * SAMPLE_RATE)
+        whole = len(x) // block
+        self.n_samples = len(x)
+        self._blocks = np.zeros(-(-len(x) // block) + 2, np.float64)
+        self._blocks[1 : whole + 1] = squares[: whole * block].reshape(whole, block).sum(
+            1, dtype=np.float64)
+        if len(x) % block:
+            self._blocks[whole + 1] = squares[whole * block :].sum(dtype=np.float64)
+
+    def fine_levels(self, t0_s: float, t1_s: float) -> tuple[float, np.ndarray]:
+        """`fine_levels(samples, t0_s, t1_s, FINE_HOP_S, 2 * FINE_HOP_S)` without reading the
+        samples again: (time of frame 0's centre in s, levels in dB)."""
+        block = int(FINE_HOP_S * SAMPLE_RATE)
+        k0 = max(0, int(np.ceil(t0_s / FINE_HOP_S - 1e-9)))
+        k1 = max(k0, min(int(np.ceil(t1_s / FINE_HOP_S - 1e-9)), self.n_samples // block + 1))
+        energy = (self._blocks[k0:k1] + self._blocks[k0 + 1 : k1 + 1]) / (2 * block)
+        return k0 * FINE_HOP_S, (10.0 * np.log10(energy + 1e-10)).astype(np.float32)
 
     def levels(self, t0_s: float, t1_s: float) -> tuple[float, np.ndarray]:
         """(time of the first frame's centre in s, levels of the frames centred in [t0, t1))."""
@@ -228,7 +249,11 @@ def snap_to_dips(starts: np.ndarray, ends: np.ndarray, fixed: np.ndarray, sample
         return starts, ends
     reach, hop = options.dip_reach_s, options.dip_hop_s
     t0 = max(0.0, float(starts[0]) - reach - hop)
-    origin, db = fine_levels(samples, t0, float(ends[-1]) + reach + hop, hop, options.dip_window_s)
+    t1 = float(ends[-1]) + reach + hop
+    if hop == FINE_HOP_S and options.dip_window_s == 2 * FINE_HOP_S:  # the defaults
+        origin, db = envelope_of(samples).fine_levels(t0, t1)
+    else:
+        origin, db = fine_levels(samples, t0, t1, hop, options.dip_window_s)
     if len(db) < 3:
         return starts, ends
     half = options.dip_window_s / 2 if options.dip_edges else 0.0

@@ -7,7 +7,8 @@ import pytest
 
 from bench.accuracy import metrics
 from bench.accuracy.metrics import TimedWord, score
-from lightning_align.refine import RefineOptions, fine_levels, snap_to_dips, snap_words, speech_spans
+from lightning_align.refine import (Envelope, RefineOptions, fine_levels, snap_to_dips, snap_words,
+                                    speech_spans)
 from lightning_align.synth import concatenate, synthesize
 
 REF = [TimedWord("the", 0.50, 0.62), TimedWord("quick", 0.62, 0.95), TimedWord("brown", 0.95, 1.30),
@@ -120,6 +121,20 @@ def test_fine_levels_equal_a_direct_computation(paused_speech):
             lo, hi = max(0, c - 80), min(len(x), c + 80)
             frame[lo - (c - 80) : hi - (c - 80)] = x[lo:hi]
             assert level == pytest.approx(10 * np.log10(np.mean(frame**2) + 1e-10), abs=1e-3)
+
+
+def test_envelope_fine_levels_equal_fine_levels(paused_speech):
+    """The dip search reads 5 ms block energies computed once per recording: the same levels
+    as `fine_levels` over the samples, at the edges (zeros outside) and for a length that is
+    not a whole number of blocks."""
+    for x in (paused_speech.audio, paused_speech.audio[:-37]):
+        env = Envelope(x)
+        end = len(x) / 16000
+        for t0, t1 in ((0.0, 0.3), (1.2345, 2.0), (end - 0.1, end + 0.05), (0.5, 0.5)):
+            want_origin, want = fine_levels(x, t0, t1, 0.005, 0.01)
+            origin, got = env.fine_levels(t0, t1)
+            assert origin == want_origin and got.shape == want.shape
+            assert np.allclose(got, want, atol=1e-3)
 
 
 @pytest.fixture(scope="module")
