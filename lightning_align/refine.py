@@ -81,8 +81,7 @@ class Envelope:
         """`fine_levels(samples, t0_s, t1_s, FINE_HOP_S, 2 * FINE_HOP_S)` without reading the
         samples again: (time of frame 0's centre in s, levels in dB)."""
         block = int(FINE_HOP_S * SAMPLE_RATE)
-        k0 = max(0, int(np.ceil(t0_s / FINE_HOP_S - 1e-9)))
-        k1 = max(k0, min(int(np.ceil(t1_s / FINE_HOP_S - 1e-9)), self.n_samples // block + 1))
+        k0, k1 = _fine_frames(t0_s, t1_s, FINE_HOP_S, self.n_samples)
         energy = (self._blocks[k0:k1] + self._blocks[k0 + 1 : k1 + 1]) / (2 * block)
         return k0 * FINE_HOP_S, (10.0 * np.log10(energy + 1e-10)).astype(np.float32)
 
@@ -217,13 +216,20 @@ def _consistent(starts: np.ndarray, ends: np.ndarray, min_word_s: float):
     return starts, ends
 
 
+def _fine_frames(t0_s: float, t1_s: float, hop_s: float, n_samples: int) -> tuple[int, int]:
+    """[k0, k1): the frames centred every `hop_s` from the first at or after t0_s to t1_s,
+    within a recording of `n_samples`."""
+    hop = int(round(hop_s * SAMPLE_RATE))
+    k0 = max(0, int(np.ceil(t0_s / hop_s - 1e-9)))
+    return k0, max(k0, min(int(np.ceil(t1_s / hop_s - 1e-9)), n_samples // hop + 1))
+
+
 def fine_levels(samples: np.ndarray, t0_s: float, t1_s: float, hop_s: float,
                 window_s: float) -> tuple[float, np.ndarray]:
     """Level in dB of `window_s` frames every `hop_s`, centred from the first multiple of
     `hop_s` at or after t0_s up to t1_s: (time of frame 0's centre, levels)."""
     hop, win = int(round(hop_s * SAMPLE_RATE)), int(round(window_s * SAMPLE_RATE))
-    k0 = max(0, int(np.ceil(t0_s / hop_s - 1e-9)))
-    k1 = max(k0, min(int(np.ceil(t1_s / hop_s - 1e-9)), len(samples) // hop + 1))
+    k0, k1 = _fine_frames(t0_s, t1_s, hop_s, len(samples))
     starts = np.arange(k0, k1) * hop - win // 2  # sample range of each frame, zeros outside
     lo = max(0, k0 * hop - win // 2)
     hi = min(len(samples), max(lo, (k1 - 1) * hop - win // 2 + win))
