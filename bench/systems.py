@@ -81,7 +81,6 @@ def lightning_lazy(samples: np.ndarray, *, model, fraction: float, batch_size: i
 def mlx_whisper(samples: np.ndarray, *, words: bool = False, fp16: bool = False,
                 curated_heads=None) -> Run:
     import mlx_whisper as mw
-    from mlx_whisper.load_models import load_model
 
     path = str(mlx_dir(str(ct2_dir())))
     if curated_heads is not None:
@@ -121,7 +120,6 @@ def faster_whisper(samples: np.ndarray, *, words: bool = False, compute_type: st
 def openai_model(device: str):
     """openai-whisper's PyTorch model holding the same weights, curated heads set."""
     import torch
-    import whisper
     from whisper.model import ModelDimensions, Whisper, sinusoids
 
     from lightning_align import ct2

@@ -109,51 +109,38 @@ def transcribe_files(args: argparse.Namespace) -> int:
 
 def _transcribe_chunk(chunk: list[tuple[str, str]], model, args: argparse.Namespace,
                       say) -> list[tuple[str, str]]:
-    """Transcribe and write one group of (path, output stem); returns the failures. Files are
-    read one by one (a bad one fails alone), then decoded together; should the shared decode
-    fail, each file is decoded alone so that the failure lands on the file that caused it."""
-    from . import load_audio, transcribe_many
-    from .audio import SAMPLE_RATE
+    """Transcribe and write one group of (path, output stem); returns the failures. The files
+    are decoded together; one that cannot be read or decoded fails alone
+    (`transcribe_many(return_exceptions=True)`)."""
+    from . import transcribe_many
 
+    paths = [path for path, _ in chunk]
+    started = time.perf_counter()
+    results = transcribe_many(
+        paths, names=paths, model=model, batch_size=args.batch_size,
+        word_timestamps=args.word_timestamps, language=args.language, task=args.task,
+        initial_prompt=args.initial_prompt, sequential=args.sequential, verbose=args.verbose,
+        progress=not args.quiet, return_exceptions=True)
+    took = time.perf_counter() - started
+    total = sum(r.context.duration_s for r in results if not isinstance(r, Exception)) or 1.0
     failures: list[tuple[str, str]] = []
-    loaded: list[tuple[str, str, object]] = []
-    for path, stem in chunk:
-        try:
-            loaded.append((path, stem, load_audio(path, name=path)))
-        except LightningAlignError as e:
-            failures.append((path, str(e)))
-    options = dict(model=model, batch_size=args.batch_size, word_timestamps=args.word_timestamps,
-                   language=args.language, task=args.task, initial_prompt=args.initial_prompt,
-                   sequential=args.sequential, verbose=args.verbose, progress=not args.quiet)
-    groups = [loaded] if loaded else []
-    while groups:
-        items = groups.pop(0)
-        started = time.perf_counter()
-        try:
-            results = transcribe_many([samples for _, _, samples in items],
-                                      names=[path for path, _, _ in items], **options)
-        except Exception as e:  # noqa: BLE001  one file's failure must not end the batch
-            if len(items) > 1:
-                groups = [[item] for item in items] + groups  # find the file that failed
-                continue
-            failures.append((items[0][0], _failure(e, items[0][0])))
+    for (path, stem), result in zip(chunk, results):
+        if isinstance(result, Exception):
+            failures.append((path, _failure(result, path)))
             continue
-        took = time.perf_counter() - started
-        total = sum(len(samples) for _, _, samples in items) or 1
-        for (path, stem, samples), result in zip(items, results):
-            try:
-                written = _write(result, stem, args)
-            except OSError as e:
-                failures.append((path, f"cannot write outputs to {args.output_dir}: {e.strerror}"))
-                continue
-            except Exception as e:  # noqa: BLE001
-                failures.append((path, _failure(e, path)))
-                continue
-            duration = len(samples) / SAMPLE_RATE
-            share = took * len(samples) / total  # a shared decode's time, by audio length
-            say(f"{path}: {len(result['segments'])} segments, {duration:.1f} s of audio in "
-                f"{share:.1f} s ({duration / max(share, 1e-9):.1f}x realtime) -> "
-                + ", ".join(str(p) for p in written))
+        try:
+            written = _write(result, stem, args)
+        except OSError as e:
+            failures.append((path, f"cannot write outputs to {args.output_dir}: {e.strerror}"))
+            continue
+        except Exception as e:  # noqa: BLE001
+            failures.append((path, _failure(e, path)))
+            continue
+        duration = result.context.duration_s
+        share = took * duration / total  # a shared decode's time, by audio length
+        say(f"{path}: {len(result['segments'])} segments, {duration:.1f} s of audio in "
+            f"{share:.1f} s ({duration / max(share, 1e-9):.1f}x realtime) -> "
+            + ", ".join(str(p) for p in written))
     return failures
 
 

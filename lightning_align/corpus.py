@@ -414,20 +414,14 @@ class _Transcriber:
             self._maybe_crash(str(rows[i]["path"]))
         started = time.perf_counter()
         audios = [np.asarray(rows[i]["audio"], np.float32) for i in shared]
-        try:
-            transcripts = self._transcribe_many(audios, [str(rows[i]["path"]) for i in shared])
-        except Exception:  # noqa: BLE001 - find the file that broke the shared decode alone
-            log.debug("shared decode failed; one file at a time", exc_info=True)
-            transcripts = None
-        if transcripts is None:
-            results.update({i: self._one(rows[i]) for i in shared})
-        else:
-            # The batch's compute is shared out by audio length.
-            elapsed = time.perf_counter() - started
-            total = sum(len(a) for a in audios) or 1
-            for i, audio, transcript in zip(shared, audios, transcripts):
-                wall = float(rows[i]["decode_s"]) + elapsed * len(audio) / total
-                results[i] = self._finish(rows[i], audio, wall, lambda t=transcript: t)
+        transcripts = self._transcribe_many(audios, [str(rows[i]["path"]) for i in shared],
+                                            return_exceptions=True)
+        # The batch's compute is shared out by audio length.
+        elapsed = time.perf_counter() - started
+        total = sum(len(a) for a in audios) or 1
+        for i, audio, transcript in zip(shared, audios, transcripts):
+            wall = float(rows[i]["decode_s"]) + elapsed * len(audio) / total
+            results[i] = self._finish(rows[i], audio, wall, lambda t=transcript: _value(t))
         return [results[i] for i in range(len(rows))]
 
     def _maybe_crash(self, path: str) -> None:
@@ -476,17 +470,26 @@ class _Transcriber:
             return self._forced(audio, path, text)
         return self._transcribe_many([audio], [path])[0]
 
-    def _transcribe_many(self, audios: list[np.ndarray], paths: list[str]) -> list[dict[str, Any]]:
+    def _transcribe_many(self, audios: list[np.ndarray], paths: list[str],
+                         return_exceptions: bool = False) -> list[Any]:
         la, opts = self.la, self.options
         per_segment = opts.word_timestamps and self.which is not None
         results = la.transcribe_many(audios, names=paths, model=self.model,
                                      batch_size=opts.batch_size,
                                      word_timestamps=opts.word_timestamps and not per_segment,
-                                     keep_attention=opts.word_timestamps, language=opts.language)
+                                     keep_attention=opts.word_timestamps, language=opts.language,
+                                     return_exceptions=return_exceptions)
         if per_segment:
-            for result in results:
-                la.align(result["segments"],
-                         lambda s: bool(self.which.search(s.get("text", ""))))
+            for k, result in enumerate(results):
+                if isinstance(result, Exception):
+                    continue
+                try:
+                    la.align(result["segments"],
+                             lambda s: bool(self.which.search(s.get("text", ""))))
+                except Exception as e:  # noqa: BLE001  the file fails, not the group
+                    if not return_exceptions:
+                        raise
+                    results[k] = e
         return results
 
     def _forced(self, audio: np.ndarray, path: str, text: str) -> dict[str, Any]:
@@ -499,6 +502,13 @@ class _Transcriber:
         segments = self.la.align([{"id": 0, "start": 0.0, "end": duration, "text": text}],
                                  audio=audio, model=self.model)
         return {"segments": list(segments), "text": text, "language": self.options.language}
+
+
+def _value(result: Any) -> Any:
+    """A result of `transcribe_many(return_exceptions=True)`: raise it if it is an error."""
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 # --------------------------------------------------------------------------------------------

@@ -107,7 +107,8 @@ def transcribe_many(
     cache: AttentionCache | None = None,
     progress: bool = False,
     verbose: bool = False,
-) -> list[Transcript]:
+    return_exceptions: bool = False,
+) -> list[Transcript | Exception]:
     """Transcribe several recordings, one `Transcript` each (in order), with `transcribe`'s
     options; `names` label them in error messages.
 
@@ -117,6 +118,12 @@ def transcribe_many(
     `transcribe` gives for its recording alone (the same windows, decoded the same way), apart
     from samples drawn at fallback temperatures. All recordings are loaded (and checked) before
     any is decoded; their captured attention shares one cache (`cache`, default 512 MiB).
+
+    `return_exceptions=True` (as `asyncio.gather`): a recording that cannot be read, decoded
+    or aligned gets its exception in its place in the list, and the others their transcripts.
+    When a shared decode fails, its recordings are decoded again one at a time, so that the
+    exception lands on the recording that caused it. Options that are wrong for all
+    recordings (a bad `batch_size`, an unknown `language`) still raise.
     """
     if isinstance(audios, (str, bytes, np.ndarray)) or not isinstance(audios, Sequence):
         raise DecodingError("transcribe_many takes a list of recordings (paths, bytes or "
@@ -142,8 +149,7 @@ def transcribe_many(
     capture = keep_attention or word_timestamps
     if capture and cache is None:
         cache = AttentionCache()
-    jobs = []
-    for audio, name in zip(audios, names):
+    def job_of(audio: AudioInput, name: str | None) -> _Job:
         samples = load_audio(audio, name=name)
         context = TranscriptContext(wm, cache if capture else None,
                                     audio if not isinstance(audio, bytes) else samples,
@@ -152,19 +158,21 @@ def transcribe_many(
             context._samples = samples
         else:
             context.remember(samples)
-        jobs.append(_Job(samples, context))
-    if sequential:
-        for job in jobs:
-            job.segments, language_out = _sequential(
-                wm, job.samples, options, job.context, capture, condition_on_previous_text,
-                progress, verbose)
-            job.languages.append(language_out)
-    else:
-        with _prompt_gil_handoff(word_timestamps and gpu_available()):
-            _batched(wm, jobs, options, capture, batch_size or default_batch_size(), progress,
-                     verbose, word_timestamps, float(window_s or 30.0))
-    results = []
-    for job in jobs:
+        return _Job(samples, context)
+
+    def decode(group: list[_Job]) -> None:
+        if sequential:
+            for job in group:
+                job.segments, language_out = _sequential(
+                    wm, job.samples, options, job.context, capture, condition_on_previous_text,
+                    progress, verbose)
+                job.languages.append(language_out)
+        else:
+            with _prompt_gil_handoff(word_timestamps and gpu_available()):
+                _batched(wm, group, options, capture, batch_size or default_batch_size(),
+                         progress, verbose, word_timestamps, float(window_s or 30.0))
+
+    def finish(job: _Job) -> Transcript:
         languages = job.languages
         language_out = (max(set(languages), key=languages.count) if languages
                         else (options.language or "en"))
@@ -172,8 +180,40 @@ def transcribe_many(
                             language=language_out, context=job.context)
         if word_timestamps:
             result.align()
-        results.append(result)
-    return results
+        return result
+
+    if not return_exceptions:
+        jobs = [job_of(audio, name) for audio, name in zip(audios, names)]
+        decode(jobs)
+        return [finish(job) for job in jobs]
+
+    results: list[Transcript | Exception | None] = [None] * len(audios)
+    pending: dict[int, _Job] = {}
+    for i, (audio, name) in enumerate(zip(audios, names)):
+        try:
+            pending[i] = job_of(audio, name)
+        except Exception as e:  # noqa: BLE001  one unreadable recording must not fail the rest
+            results[i] = e
+    try:
+        decode(list(pending.values()))
+    except Exception as e:  # noqa: BLE001  find the recording that broke the shared decode
+        if len(pending) == 1:
+            results[next(iter(pending))] = e
+        else:
+            log.debug("shared decode failed; one recording at a time", exc_info=True)
+            for i in pending:
+                try:
+                    pending[i] = job_of(audios[i], names[i])
+                    decode([pending[i]])
+                except Exception as err:  # noqa: BLE001
+                    results[i] = err
+    for i, job in pending.items():
+        if results[i] is None:
+            try:
+                results[i] = finish(job)
+            except Exception as err:  # noqa: BLE001
+                results[i] = err
+    return results  # type: ignore[return-value]
 
 
 def _check_language(wm: WhisperModel, language: str | None) -> str | None:

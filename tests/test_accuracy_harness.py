@@ -189,3 +189,51 @@ def test_calibration_and_evaluation_texts_are_disjoint():
 
     calibration = set(datasets.CALIBRATION_TEXTS) | set(datasets.EXTRA_CALIBRATION_TEXTS)
     assert not calibration & set(datasets.EVALUATION_TEXTS)
+
+
+@pytest.fixture(scope="module")
+def noisy_speech():
+    a = synthesize("Seventeen ships left the harbour at dawn.", voice="en-gb", rate_wpm=190,
+                   lead_in_s=0.6, seed=3, noise_snr_db=20)
+    b = synthesize("Nobody saw them again.", voice="en-us+f3", seed=4, noise_snr_db=20, tail_s=0.4)
+    return concatenate([a, b], 0.7)
+
+
+def test_compiled_refinement_equals_the_numpy_formulation(paused_speech, connected_speech,
+                                                           noisy_speech):
+    """`kernels.boundaries` against the numpy code it replaced (tests/refine_reference.py), on
+    real speech with boundaries scattered around the true ones, as the DTW leaves them."""
+    from tests import refine_reference as ref
+
+    rng = np.random.default_rng(0)
+    options = [RefineOptions(), RefineOptions(speech_db=12.0, min_pause_s=0.1, reach_s=0.1),
+               RefineOptions(dip_hop_s=0.01, dip_window_s=0.02, dip_tolerance_db=1.0)]
+    cases = 0
+    for clip in (paused_speech, connected_speech, noisy_speech):
+        x, w = clip.audio, clip.words
+        for opts in options:
+            for t0, t1 in ((0.0, clip.duration), (0.35, clip.duration - 0.4), (1.0, 1.01)):
+                np.testing.assert_array_equal(speech_spans(x, t0, t1, opts),
+                                              ref.speech_spans(x, t0, t1, opts))
+            spans = speech_spans(x, 0.0, clip.duration, opts)
+            for _ in range(20):
+                jitter = rng.normal(0.0, 0.06, len(w) + 1)
+                bounds = np.sort(np.clip(np.array([v.start for v in w] + [w[-1].end]) + jitter,
+                                         0.0, clip.duration))
+                starts, ends = bounds[:-1], bounds[1:]
+                got = snap_words(starts, ends, spans, opts)
+                want = ref.snap_words(starts, ends, spans, opts)
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])
+                fixed = rng.random(len(w) - 1) < 0.3
+                got = snap_to_dips(starts, ends, fixed, x, opts)
+                want = ref.snap_to_dips(starts, ends, fixed, x, opts)
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])
+                cases += 1
+    assert cases == 180
+    # inputs stay untouched (the numpy code copied them)
+    s0, e0 = np.array([0.1, 0.5]), np.array([0.5, 0.9])
+    snap_words(s0, e0, np.array([[0.0, 0.3], [0.6, 1.0]]))
+    snap_to_dips(s0, e0, np.array([False]), connected_speech.audio)
+    assert s0.tolist() == [0.1, 0.5] and e0.tolist() == [0.5, 0.9]

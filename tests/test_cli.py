@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -109,15 +110,17 @@ def test_console_script_exists():
 def test_a_file_that_breaks_the_shared_decode_fails_alone(inputs, tmp_path, capsys, model,
                                                           monkeypatch):
     """Should decoding a group raise, each file is decoded alone: only the one that raises
-    fails (here the MP3, through a wrapped `transcribe_many`)."""
-    real = la.transcribe_many
+    fails (here the MP3, through a wrapped batched decoder)."""
+    tr = importlib.import_module("lightning_align.transcribe")  # the name `transcribe` is the function
 
-    def breaks_on_mp3(audios, *, names, **options):
-        if any(str(name).endswith(".mp3") for name in names):
+    real = tr._batched
+
+    def breaks_on_mp3(wm, jobs, *args, **kwargs):
+        if any(str(job.context.audio).endswith(".mp3") for job in jobs):
             raise RuntimeError("decoder exploded")
-        return real(audios, names=names, **options)
+        return real(wm, jobs, *args, **kwargs)
 
-    monkeypatch.setattr(la, "transcribe_many", breaks_on_mp3)
+    monkeypatch.setattr(tr, "_batched", breaks_on_mp3)
     rc = main(["transcribe", str(inputs["good"]), str(inputs["good_mp3"]), "-o", str(tmp_path),
                "-f", "txt", "-q", "--no-word-timestamps", "--files-per-batch", "2"])
     err = capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import replace
 
@@ -286,6 +287,35 @@ def test_transcribe_many_rejects_bad_input(model, tmp_path):
     broken.write_bytes(b"RIFF....WAVEfmt nonsense")
     with pytest.raises(la.errors.AudioError, match="broken.wav"):
         la.transcribe_many([np.zeros(16000, np.float32), str(broken)], model=model)
+
+
+def test_transcribe_many_returns_each_failure_in_its_place(model, short_speech, tmp_path,
+                                                           monkeypatch):
+    """`return_exceptions=True`: an unreadable file and a recording that breaks the shared
+    decode get their exceptions; the others are transcribed as if alone."""
+    tr = importlib.import_module("lightning_align.transcribe")  # the name `transcribe` is the function
+
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF....WAVEfmt nonsense")
+    marked = short_speech.audio.copy()
+    real = tr._batched
+
+    def breaks_on_marked(wm, jobs, *args, **kwargs):
+        if any(job.context.audio is marked for job in jobs):
+            raise RuntimeError("decoder exploded")
+        return real(wm, jobs, *args, **kwargs)
+
+    monkeypatch.setattr(tr, "_batched", breaks_on_marked)
+    inputs = [short_speech.audio, str(broken), marked, np.zeros(16000, np.float32)]
+    got = la.transcribe_many(inputs, names=["a", None, "c", "d"], model=model,
+                             return_exceptions=True)
+    assert isinstance(got[1], la.errors.AudioError) and "broken.wav" in str(got[1])
+    assert isinstance(got[2], RuntimeError) and "decoder exploded" in str(got[2])
+    assert got[3]["segments"] == []
+    alone = la.transcribe(short_speech.audio, model=model)
+    assert got[0]["text"] == alone["text"]
+    with pytest.raises(RuntimeError, match="decoder exploded"):  # without it, the first error
+        la.transcribe_many([short_speech.audio, marked], model=model)
 
 
 def test_gil_handoff_shortens_the_switch_interval_and_restores_it():

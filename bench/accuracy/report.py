@@ -33,6 +33,8 @@ def run_set(clips, wm, peer_list, log=print) -> dict[str, list]:
         t = time.perf_counter()
         for name, words in peers.lightning(clip.audio, wm).items():
             results.setdefault(name, []).append((clip.words, words))
+        text = " ".join(w.word for w in clip.words)
+        results.setdefault(peers.FORCED, []).append((clip.words, peers.forced(clip.audio, text, wm)))
         for peer in peer_list:
             results.setdefault(peer.name, []).append((clip.words, peer.run(clip.audio)))
         log(f"  {clip.name}: {time.perf_counter() - t:.1f} s")

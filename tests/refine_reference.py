@@ -1,0 +1,150 @@
+"""The numpy formulation of the signal refinement that `kernels.boundaries` compiles: the
+oracle its tests compare against (this is the code that shipped, and was measured in
+docs/accuracy.md, before the kernels)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lightning_align.refine import (FINE_HOP_S, HOP_S, RefineOptions, envelope_of, fine_levels,
+                                    frame_levels)
+
+
+def speech_spans(samples: np.ndarray, t0_s: float, t1_s: float,
+                 options: RefineOptions = RefineOptions()) -> np.ndarray:
+    """(n, 2) array of [start, end) seconds of speech between t0_s and t1_s; pauses shorter
+    than `options.min_pause_s` are bridged."""
+    origin, db = frame_levels(samples, t0_s, t1_s)
+    if len(db) < 2:
+        return np.zeros((0, 2))
+    floor = float(np.percentile(db, options.floor_percentile))
+    threshold = max(floor + options.speech_db, float(db.max()) - options.below_peak_db)
+    speech = db > threshold
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], speech.astype(np.int8), [0]])))
+    spans = edges.reshape(-1, 2).astype(np.float64)
+    if len(spans) == 0:
+        return np.zeros((0, 2))
+    keep = [spans[0].copy()]
+    for on, off in spans[1:]:
+        if (on - keep[-1][1]) * HOP_S < options.min_pause_s:
+            keep[-1][1] = off
+        else:
+            keep.append(np.array([on, off]))
+    # a frame's level reflects its centre: speech starts/ends half a hop around the edges
+    end = origin + len(db) * HOP_S
+    return np.clip(origin + np.array(keep) * HOP_S - HOP_S / 2, origin, end)
+
+
+def snap_words(starts: np.ndarray, ends: np.ndarray, spans: np.ndarray,
+               options: RefineOptions = RefineOptions()) -> tuple[np.ndarray, np.ndarray]:
+    """Move word boundaries (seconds, one segment's words in order) to the edges of nearby pauses.
+
+    `spans` are speech intervals from `speech_spans`. A boundary between two words that lies in
+    a pause, or within `reach_s` of one, becomes the pause's edges (the first word ends where
+    the speech stops, the next starts where it resumes); the first start and the last end move
+    to the nearest speech onset / offset within reach, or out of the pause they lie in.
+    Returns new (starts, ends); every word keeps at least `min_word_s`.
+    """
+    starts = np.array(starts, np.float64)
+    ends = np.array(ends, np.float64)
+    n = len(starts)
+    if n == 0 or len(spans) == 0:
+        return starts, ends
+    onsets, offsets = spans[:, 0], spans[:, 1]
+    pauses = np.stack([offsets[:-1], onsets[1:]], axis=1) if len(spans) > 1 else np.zeros((0, 2))
+    reach = options.reach_s
+
+    def nearest_pause(t_left: float, t_right: float) -> int:
+        """Index of the pause closest to [t_left, t_right] within reach, else -1."""
+        if len(pauses) == 0:
+            return -1
+        gap = np.maximum(0.0, np.maximum(pauses[:, 0] - t_right, t_left - pauses[:, 1]))
+        k = int(np.argmin(gap))
+        return k if gap[k] <= reach else -1
+
+    for i in range(n - 1):
+        k = nearest_pause(min(ends[i], starts[i + 1]), max(ends[i], starts[i + 1]))
+        if k < 0:
+            continue
+        off, on = pauses[k]
+        # only when the pause lies between the two words' cores, never across a whole word
+        if off > starts[i] + options.min_word_s and on < ends[i + 1] - options.min_word_s:
+            ends[i], starts[i + 1] = off, on
+    # first start: out of a pause, or back to an onset just before it
+    inside = (onsets <= starts[0]) & (starts[0] < offsets)
+    if inside.any():
+        j = int(np.flatnonzero(inside)[0])
+        if starts[0] - onsets[j] <= reach:
+            starts[0] = onsets[j]
+    else:
+        later = np.flatnonzero(onsets > starts[0])
+        if len(later) and onsets[later[0]] < ends[0] - options.min_word_s:
+            starts[0] = onsets[later[0]]
+    inside = (onsets < ends[-1]) & (ends[-1] <= offsets)
+    if inside.any():
+        j = int(np.flatnonzero(inside)[-1])
+        if offsets[j] - ends[-1] <= reach:
+            ends[-1] = offsets[j]
+    else:
+        earlier = np.flatnonzero(offsets < ends[-1])
+        if len(earlier) and offsets[earlier[-1]] > starts[-1] + options.min_word_s:
+            ends[-1] = offsets[earlier[-1]]
+    return _consistent(starts, ends, options.min_word_s)
+
+
+def _consistent(starts: np.ndarray, ends: np.ndarray, min_word_s: float):
+    """Words in order, none overlapping the next, each at least `min_word_s` long."""
+    n = len(starts)
+    for i in range(n):
+        if i > 0 and starts[i] < ends[i - 1]:
+            starts[i] = ends[i - 1]
+        if ends[i] < starts[i] + min_word_s:
+            ends[i] = starts[i] + min_word_s
+    return starts, ends
+
+
+def snap_to_dips(starts: np.ndarray, ends: np.ndarray, fixed: np.ndarray, samples: np.ndarray,
+                 options: RefineOptions = RefineOptions()) -> tuple[np.ndarray, np.ndarray]:
+    """Move each boundary inside continuous speech (word i's end and word i+1's start, where
+    `fixed[i]` is False) to the quietest point of the signal within `dip_reach_s`: word
+    boundaries inside speech tend to sit in an energy dip (a consonant, a stop closure).
+    Levels are `dip_window_s` frames every `dip_hop_s`; the dip is the minimum and the frames
+    next to it within `dip_tolerance_db`: the earlier word ends where it begins, the next
+    starts where it ends. Returns new (starts, ends)."""
+    starts = np.array(starts, np.float64)
+    ends = np.array(ends, np.float64)
+    n = len(starts)
+    if n < 2:
+        return starts, ends
+    reach, hop = options.dip_reach_s, options.dip_hop_s
+    t0 = max(0.0, float(starts[0]) - reach - hop)
+    t1 = float(ends[-1]) + reach + hop
+    if hop == FINE_HOP_S and options.dip_window_s == 2 * FINE_HOP_S:  # the defaults
+        origin, db = envelope_of(samples).fine_levels(t0, t1)
+    else:
+        origin, db = fine_levels(samples, t0, t1, hop, options.dip_window_s)
+    if len(db) < 3:
+        return starts, ends
+    half = options.dip_window_s / 2 if options.dip_edges else 0.0
+    for i in range(n - 1):
+        if fixed[i]:
+            continue
+        t = float(starts[i + 1])
+        lo_t = max(t - reach, float(starts[i]) + options.min_word_s)
+        hi_t = min(t + reach, float(ends[i + 1]) - options.min_word_s)
+        lo = max(0, int(np.ceil((lo_t - origin) / hop - 1e-9)))
+        hi = min(len(db), int(np.floor((hi_t - origin) / hop + 1e-9)) + 1)
+        if hi - lo < 1:
+            continue
+        k = lo + int(np.argmin(db[lo:hi]))
+        left = right = k
+        limit = db[k] + options.dip_tolerance_db
+        while left > lo and db[left - 1] <= limit:
+            left -= 1
+        while right < hi - 1 and db[right + 1] <= limit:
+            right += 1
+        a = origin + left * hop - (half if right > left else 0.0)
+        b = origin + right * hop + (half if right > left else 0.0)
+        ends[i] = max(a, float(starts[i]) + options.min_word_s)
+        starts[i + 1] = min(max(b, ends[i]), float(ends[i + 1]) - options.min_word_s)
+    return _consistent(starts, ends, options.min_word_s)
