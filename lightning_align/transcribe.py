@@ -231,8 +231,9 @@ def _check_language(wm: WhisperModel, language: str | None) -> str | None:
     return language
 
 
-# Python's thread switch interval while words are aligned beside a GPU decoding loop (s).
-ALIGN_SWITCH_S = 0.0002
+# Python's thread switch interval while words are aligned beside a GPU decoding loop (s):
+# 10 us, chosen on an H200 among 200 / 50 / 10 us (docs/benchmarks.md, "The GIL between ...").
+ALIGN_SWITCH_S = 0.00001
 
 
 @contextlib.contextmanager

@@ -123,6 +123,20 @@ def test_fine_levels_equal_a_direct_computation(paused_speech):
             assert level == pytest.approx(10 * np.log10(np.mean(frame**2) + 1e-10), abs=1e-3)
 
 
+def test_envelope_levels_equal_a_direct_computation(paused_speech):
+    """The 20 ms / 10 ms frames, summed from 5 ms blocks: frame k is the mean square of
+    samples [160 k - 160, 160 k + 160), zeros outside, for any length."""
+    for x in (paused_speech.audio, paused_speech.audio[:-37], paused_speech.audio[:1000]):
+        db = Envelope(x).db
+        assert len(db) == len(x) // 160
+        for k in range(0, len(db), 7):
+            frame = np.zeros(320)
+            lo, hi = max(0, 160 * k - 160), min(len(x), 160 * k + 160)
+            frame[lo - (160 * k - 160) : hi - (160 * k - 160)] = x[lo:hi]
+            assert db[k] == pytest.approx(10 * np.log10(np.mean(frame.astype(np.float64) ** 2)
+                                                        + 1e-10), abs=1e-3)
+
+
 def test_envelope_fine_levels_equal_fine_levels(paused_speech):
     """The dip search reads 5 ms block energies computed once per recording: the same levels
     as `fine_levels` over the samples, at the edges (zeros outside) and for a length that is
