@@ -420,8 +420,9 @@ class _Transcriber:
         elapsed = time.perf_counter() - started
         total = sum(len(a) for a in audios) or 1
         for i, audio, transcript in zip(shared, audios, transcripts):
-            wall = float(rows[i]["decode_s"]) + elapsed * len(audio) / total
-            results[i] = self._finish(rows[i], audio, wall, lambda t=transcript: _value(t))
+            share = elapsed * len(audio) / total
+            results[i] = self._finish(rows[i], audio, lambda t=transcript: _value(t),
+                                      float(rows[i]["decode_s"]) + share)
         return [results[i] for i in range(len(rows))]
 
     def _maybe_crash(self, path: str) -> None:
@@ -433,15 +434,16 @@ class _Transcriber:
         if row["skip"]:
             return FileResult(path, name, sha, 0.0, 0.0, SKIPPED)
         self._maybe_crash(path)
-        started = time.perf_counter() - float(row["decode_s"])
         audio = np.asarray(row["audio"], np.float32)
-        return self._finish(row, audio, None,
-                            lambda: self._transcribe(audio, path, row.get("text")), started)
+        return self._finish(row, audio, lambda: self._transcribe(audio, path, row.get("text")),
+                            float(row["decode_s"]))
 
-    def _finish(self, row: dict[str, Any], audio: np.ndarray, wall: float | None,
-                compute: Any, started: float = 0.0) -> FileResult:
+    def _finish(self, row: dict[str, Any], audio: np.ndarray, compute: Any,
+                earlier_s: float) -> FileResult:
         """Run `compute` (unless decoding the file failed), write its outputs, and record the
-        manifest row; `wall` (s) when the work was timed elsewhere, else since `started`."""
+        manifest row. Its wall time (s) is this call's plus `earlier_s`, the time spent on the
+        file before it (reading it; its share of a shared decode)."""
+        started = time.perf_counter()
         path, name, sha = str(row["path"]), str(row["name"]), str(row["sha256"])
         error, segments = str(row["error"]), 0
         if not error:
@@ -459,7 +461,7 @@ class _Transcriber:
                 error = f"cannot write outputs for {path} to {self.out_dir}: {e.strerror or e}"
             except Exception as e:  # noqa: BLE001 - one bad file must not stop a day-long run
                 error = f"{path}: unexpected {type(e).__name__}: {e}"
-        wall = time.perf_counter() - started if wall is None else wall
+        wall = earlier_s + time.perf_counter() - started
         result = FileResult(path, name, sha, len(audio) / 16000, wall,
                             FAILED if error else OK, error, segments)
         self.shard.append(result)
