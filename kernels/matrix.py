@@ -115,9 +115,10 @@ def _load_impl(a, i):
 # error_model="numpy": Python's ZeroDivisionError check on every float division would keep
 # the standardization loop scalar (measured 6x slower); no divisor here can be 0 anyway.
 @njit(cache=True, nogil=True, error_model="numpy")
-def _alignment(w, width, net_lo, net_hi, net_mode, out):
+def _alignment(w, width, net_lo, net_hi, net_mode, head_w, total, out):
     """Fill out (tokens x frames) from w (heads, tokens, frames), float32 or float16 bits
-    (uint16); returns False if the weights hold NaN or inf."""
+    (uint16), heads weighted by head_w and the sum divided by total; returns False if the
+    weights hold NaN or inf."""
     n_heads, n_tokens, n_frames = w.shape
 
     # Pass 1: per (head, frame) mean and std over tokens. Accumulate in float64 (as torch does
@@ -165,7 +166,6 @@ def _alignment(w, width, net_lo, net_hi, net_mode, out):
     med = np.empty(n_frames, np.float32)
     acc = np.empty(n_frames, np.float32)
     lanes = np.empty((width, n_frames), np.float32)
-    count = np.float32(n_heads)
     for t in range(n_tokens):
         acc[:] = 0.0
         for h in range(n_heads):
@@ -178,18 +178,20 @@ def _alignment(w, width, net_lo, net_hi, net_mode, out):
                 _reflect_edges(buf, n_frames, pad)
                 _median_row(buf, med, n_frames, width, net_lo, net_hi, net_mode, lanes)
                 for f in range(n_frames):
-                    acc[f] += med[f]
+                    acc[f] += head_w[h] * med[f]
             else:
                 for f in range(n_frames):
-                    acc[f] += core[f]
+                    acc[f] += head_w[h] * core[f]
         o = out[t]
-        # Sum heads in order, then divide: the same float32 result as numpy's mean(axis=0).
+        # Sum heads in order, then divide: with unit weights the same float32 result as
+        # numpy's mean(axis=0) (1 * x is x exactly, and total is the head count).
         for f in range(n_frames):
-            o[f] = acc[f] / count
+            o[f] = acc[f] / total
     return True
 
 
-def alignment_matrix(weights: np.ndarray, width: int) -> np.ndarray:
+def alignment_matrix(weights: np.ndarray, width: int,
+                     head_weights: np.ndarray | None = None) -> np.ndarray:
     """openai-whisper's alignment matrix: standardize, median filter, average over heads.
 
     weights: (heads, tokens, frames) cross-attention weights of the alignment heads (after the
@@ -199,14 +201,16 @@ def alignment_matrix(weights: np.ndarray, width: int) -> np.ndarray:
     Each (head, frame) column is standardized over the tokens axis ((w - mean) / std with
     ddof=0, statistics accumulated in float64 and rounded to float32, arithmetic in float32),
     exactly the axis openai-whisper and mlx-whisper use; each (head, token) row is then
-    median-filtered over frames like `median_filter`; heads are averaged.
+    median-filtered over frames like `median_filter`; heads are averaged, or with
+    `head_weights` (one non-negative weight per head, positive sum) summed in head order with
+    those weights and divided by the weights' float32 sum.
     Returns the (tokens, frames) float32 matrix; DTW runs on its negation. openai-whisper
     then drops the SOT-sequence and EOT rows -- that slicing is the caller's.
 
     Differs from openai-whisper only where it would produce NaN: a column whose tokens all have
     the same weight (std 0, e.g. a single token) standardizes to 0 instead of 0/0.
     Raises ValueError for a wrong ndim, an empty array, an even or non-positive width, an
-    unsupported dtype, or NaN/inf weights.
+    unsupported dtype, NaN/inf weights, or head weights that do not fit.
     """
     w = np.asarray(weights)
     width = _check_width(width)
@@ -222,8 +226,15 @@ def alignment_matrix(weights: np.ndarray, width: int) -> np.ndarray:
         w = np.ascontiguousarray(w, dtype=np.float32)
     else:
         raise ValueError(f"alignment_matrix needs float16/32/64 weights, got dtype {w.dtype}")
+    if head_weights is None:
+        hw = np.ones(w.shape[0], np.float32)
+    else:
+        hw = np.asarray(head_weights, np.float32).reshape(-1)
+        if len(hw) != w.shape[0] or not np.all(np.isfinite(hw)) or np.any(hw < 0) or hw.sum() <= 0:
+            raise ValueError(f"alignment_matrix: head_weights {hw.tolist()} for {w.shape[0]} "
+                             "heads; give one finite weight >= 0 per head, with a positive sum")
     out = np.empty(w.shape[1:], np.float32)
     lo, hi, mode = _median_network(width)
-    if not _alignment(w, width, lo, hi, mode, out):
+    if not _alignment(w, width, lo, hi, mode, hw, np.float32(hw.sum()), out):
         raise ValueError("alignment_matrix weights contain NaN or inf")
     return out

@@ -384,13 +384,8 @@ def _onepass_group(job: _Job, width: int, eot: int, options: AlignOptions) -> No
     heads = cal.heads if cal is not None else tuple(map(tuple, wm.alignment_heads.pairs))
     # (heads, rows, frames) softmax weights of the heads this alignment uses
     weights = np.ascontiguousarray(entry.weights(_head_rows(wm, heads)).transpose(1, 0, 2))
-    if cal is None or (len(set(cal.head_weights)) == 1 and cal.head_weights[0] > 0):
-        # equal weights: the kernel's head average is the same float32 sum, in one call
-        matrix = alignment_matrix(weights, width)
-    else:  # standardization and median are per head: weight the heads' filtered matrices
-        hw = np.asarray(cal.head_weights, np.float32)
-        matrix = sum(hw[h] * alignment_matrix(weights[h : h + 1], width)
-                     for h in range(len(hw)) if hw[h] != 0) / hw.sum()
+    # standardization and median are per head; the calibrated weights scale each head's part
+    matrix = alignment_matrix(weights, width, None if cal is None else cal.head_weights)
     if options.anchors:
         matrix = _anchored(matrix, job, frame0, options.anchor_slack_s)
     job.group = _Group(frame0, matrix, weights, entry.tokens, heads=heads)

@@ -187,13 +187,22 @@ def snap_to_dips(starts: np.ndarray, ends: np.ndarray, fixed: np.ndarray, sample
     ends = np.asarray(ends, np.float64)
     if len(starts) < 2:
         return starts.copy(), ends.copy()
+    origin, db = dip_levels(starts, ends, samples, options)
+    half = options.dip_window_s / 2 if options.dip_edges else 0.0
+    return _kernels.snap_to_dips(starts, ends, np.asarray(fixed, np.bool_), db, origin,
+                                 options.dip_hop_s, options.dip_reach_s, options.min_word_s,
+                                 options.dip_tolerance_db, half)
+
+
+def dip_levels(starts: np.ndarray, ends: np.ndarray, samples: np.ndarray,
+               options: RefineOptions = RefineOptions()) -> tuple[float, np.ndarray]:
+    """The levels `snap_to_dips` searches for one segment's words (seconds): `dip_window_s`
+    frames every `dip_hop_s` from the reach (plus a hop) before the first start to the same
+    after the last end; (time of frame 0's centre in s, levels in dB). The default frames come
+    from the recording's `Envelope`, computed once."""
     reach, hop = options.dip_reach_s, options.dip_hop_s
     t0 = max(0.0, float(starts[0]) - reach - hop)
     t1 = float(ends[-1]) + reach + hop
     if hop == FINE_HOP_S and options.dip_window_s == 2 * FINE_HOP_S:  # the defaults
-        origin, db = envelope_of(samples).fine_levels(t0, t1)
-    else:
-        origin, db = fine_levels(samples, t0, t1, hop, options.dip_window_s)
-    half = options.dip_window_s / 2 if options.dip_edges else 0.0
-    return _kernels.snap_to_dips(starts, ends, np.asarray(fixed, np.bool_), db, origin, hop, reach,
-                                 options.min_word_s, options.dip_tolerance_db, half)
+        return envelope_of(samples).fine_levels(t0, t1)
+    return fine_levels(samples, t0, t1, hop, options.dip_window_s)

@@ -149,8 +149,9 @@ def transcribe_many(
     capture = keep_attention or word_timestamps
     if capture and cache is None:
         cache = AttentionCache()
-    def job_of(audio: AudioInput, name: str | None) -> _Job:
-        samples = load_audio(audio, name=name)
+
+    def job_of(audio: AudioInput, samples: np.ndarray) -> _Job:
+        """A fresh job (nothing decoded yet) for `audio`, already loaded as `samples`."""
         context = TranscriptContext(wm, cache if capture else None,
                                     audio if not isinstance(audio, bytes) else samples,
                                     len(samples) / SAMPLE_RATE)
@@ -183,7 +184,7 @@ def transcribe_many(
         return result
 
     if not return_exceptions:
-        jobs = [job_of(audio, name) for audio, name in zip(audios, names)]
+        jobs = [job_of(audio, load_audio(audio, name=name)) for audio, name in zip(audios, names)]
         decode(jobs)
         return [finish(job) for job in jobs]
 
@@ -191,7 +192,7 @@ def transcribe_many(
     pending: dict[int, _Job] = {}
     for i, (audio, name) in enumerate(zip(audios, names)):
         try:
-            pending[i] = job_of(audio, name)
+            pending[i] = job_of(audio, load_audio(audio, name=name))
         except Exception as e:  # noqa: BLE001  one unreadable recording must not fail the rest
             results[i] = e
     try:
@@ -202,8 +203,8 @@ def transcribe_many(
         else:
             log.debug("shared decode failed; one recording at a time", exc_info=True)
             for i in pending:
-                try:
-                    pending[i] = job_of(audios[i], names[i])
+                try:  # a fresh job drops what the failed decode left; the samples stay loaded
+                    pending[i] = job_of(audios[i], pending[i].samples)
                     decode([pending[i]])
                 except Exception as err:  # noqa: BLE001
                     results[i] = err

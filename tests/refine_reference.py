@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from lightning_align.refine import (FINE_HOP_S, HOP_S, RefineOptions, envelope_of, fine_levels,
-                                    frame_levels)
+from lightning_align.refine import HOP_S, RefineOptions, dip_levels, frame_levels
 
 
 def speech_spans(samples: np.ndarray, t0_s: float, t1_s: float,
                  options: RefineOptions = RefineOptions()) -> np.ndarray:
-    """(n, 2) array of [start, end) seconds of speech between t0_s and t1_s; pauses shorter
-    than `options.min_pause_s` are bridged."""
+    """`lightning_align.refine.speech_spans` as numpy code."""
     origin, db = frame_levels(samples, t0_s, t1_s)
     if len(db) < 2:
         return np.zeros((0, 2))
@@ -37,14 +35,7 @@ def speech_spans(samples: np.ndarray, t0_s: float, t1_s: float,
 
 def snap_words(starts: np.ndarray, ends: np.ndarray, spans: np.ndarray,
                options: RefineOptions = RefineOptions()) -> tuple[np.ndarray, np.ndarray]:
-    """Move word boundaries (seconds, one segment's words in order) to the edges of nearby pauses.
-
-    `spans` are speech intervals from `speech_spans`. A boundary between two words that lies in
-    a pause, or within `reach_s` of one, becomes the pause's edges (the first word ends where
-    the speech stops, the next starts where it resumes); the first start and the last end move
-    to the nearest speech onset / offset within reach, or out of the pause they lie in.
-    Returns new (starts, ends); every word keeps at least `min_word_s`.
-    """
+    """`lightning_align.refine.snap_words` as numpy code."""
     starts = np.array(starts, np.float64)
     ends = np.array(ends, np.float64)
     n = len(starts)
@@ -105,24 +96,14 @@ def _consistent(starts: np.ndarray, ends: np.ndarray, min_word_s: float):
 
 def snap_to_dips(starts: np.ndarray, ends: np.ndarray, fixed: np.ndarray, samples: np.ndarray,
                  options: RefineOptions = RefineOptions()) -> tuple[np.ndarray, np.ndarray]:
-    """Move each boundary inside continuous speech (word i's end and word i+1's start, where
-    `fixed[i]` is False) to the quietest point of the signal within `dip_reach_s`: word
-    boundaries inside speech tend to sit in an energy dip (a consonant, a stop closure).
-    Levels are `dip_window_s` frames every `dip_hop_s`; the dip is the minimum and the frames
-    next to it within `dip_tolerance_db`: the earlier word ends where it begins, the next
-    starts where it ends. Returns new (starts, ends)."""
+    """`lightning_align.refine.snap_to_dips` as numpy code."""
     starts = np.array(starts, np.float64)
     ends = np.array(ends, np.float64)
     n = len(starts)
     if n < 2:
         return starts, ends
     reach, hop = options.dip_reach_s, options.dip_hop_s
-    t0 = max(0.0, float(starts[0]) - reach - hop)
-    t1 = float(ends[-1]) + reach + hop
-    if hop == FINE_HOP_S and options.dip_window_s == 2 * FINE_HOP_S:  # the defaults
-        origin, db = envelope_of(samples).fine_levels(t0, t1)
-    else:
-        origin, db = fine_levels(samples, t0, t1, hop, options.dip_window_s)
+    origin, db = dip_levels(starts, ends, samples, options)  # the levels are not under test
     if len(db) < 3:
         return starts, ends
     half = options.dip_window_s / 2 if options.dip_edges else 0.0

@@ -345,6 +345,20 @@ def test_alignment_constant_columns_are_zero():
     np.testing.assert_array_equal(alignment_matrix(one_token, 3), np.zeros((1, 12), np.float32))
 
 
+def test_alignment_head_weights_weight_each_heads_filtered_matrix():
+    """Weighted heads: the sum of each head's own (standardized, filtered) matrix times its
+    weight, over the weights' sum; unit weights are the plain average, bit for bit."""
+    rng = np.random.default_rng(11)
+    w = rng.random((4, 30, 200)).astype(np.float16)
+    np.testing.assert_array_equal(alignment_matrix(w, 7, [1.0] * 4), alignment_matrix(w, 7))
+    hw = np.array([0.5, 2.0, 0.0, 1.25], np.float32)
+    want = sum(hw[h] * alignment_matrix(w[h : h + 1], 7) for h in range(4) if hw[h]) / hw.sum()
+    np.testing.assert_array_equal(alignment_matrix(w, 7, hw), want)
+    for bad in ([1.0, 1.0], [1.0, -1.0, 1.0, 1.0], [0.0] * 4, [np.nan, 1.0, 1.0, 1.0]):
+        with pytest.raises(ValueError, match="head_weights"):
+            alignment_matrix(w, 7, bad)
+
+
 def test_alignment_feeds_dtw():
     w = np.random.default_rng(10).random((4, 12, 80)).astype(np.float16)
     ti, tj = dtw(-alignment_matrix(w, 7))
