@@ -351,7 +351,8 @@ def _align_segments(segments: list[Segment]) -> None:
 
 
 def _untranscribed_tail(window: Window, segments: list[Segment], samples: np.ndarray) -> Window | None:
-    covered = segments[-1]["end"] if segments else window.start_s
+    # the decoded end, not segment["end"]: the aligner thread may have refined it already
+    covered = segments[-1].source.end_s if segments else window.start_s
     start = int(round(covered * SAMPLE_RATE))
     if window.end - start < TAIL_S * SAMPLE_RATE:
         return None

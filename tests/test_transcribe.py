@@ -195,6 +195,26 @@ def test_split_tokens_sequential_leaves_incomplete_text():
     assert split_tokens((50363, 1, 50380, 50380, 2, 3), 50363, final=False) == [(0, 3)]
 
 
+def test_untranscribed_tail_uses_the_decoded_end(short_speech):
+    """Whether a window's tail is decoded again depends on where its text was decoded to end,
+    not on `end` after the aligner thread refined it (which it may already have done while the
+    window's batch decoded its failing windows again): the same transcript with or without words."""
+    from lightning_align.transcript import Segment, SegmentSource
+    from lightning_align.transcribe import TAIL_S, _untranscribed_tail
+    from lightning_align.windows import Window
+
+    samples = short_speech.audio
+    window = Window(0, 0, len(samples))
+    end_s = short_speech.duration - 0.5  # the text covered everything but the last 0.5 s
+    seg = Segment(start=0.0, end=end_s, text=" x",
+                  source=SegmentSource(None, 0, 0.0, window.end_s, (), 0.0, end_s, 0.0))
+    assert _untranscribed_tail(window, [seg], samples) is None
+    seg["end"] = end_s - 3 * TAIL_S  # an alignment that moved the end far back
+    assert _untranscribed_tail(window, [seg], samples) is None
+    seg.source = SegmentSource(None, 0, 0.0, window.end_s, (), 0.0, end_s - 3 * TAIL_S, 0.0)
+    assert _untranscribed_tail(window, [seg], samples) is not None  # speech after a decoded end
+
+
 def test_window_cap(model, long_speech):
     """`window_s` caps the decoding windows; the text stays right."""
     result = la.transcribe(long_speech.audio, model=model, window_s=15)
