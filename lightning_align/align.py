@@ -399,7 +399,7 @@ def _calibration_of(job: _Job, options: AlignOptions) -> Calibration | None:
     if options.calibration is not None:
         return options.calibration
     wm = _model_of(job)
-    return calibration(wm.name, tuple(map(tuple, wm.alignment_heads.pairs)))
+    return calibration(wm.name, tuple(map(tuple, wm.alignment_heads.pairs)), wm.fingerprint)
 
 
 def _head_rows(wm: WhisperModel, heads) -> list[int]:

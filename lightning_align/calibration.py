@@ -37,22 +37,26 @@ class Calibration:
 
 
 @lru_cache(maxsize=8)
-def calibration(name: str, curated: Pairs) -> Calibration | None:
+def calibration(name: str, curated: Pairs, fingerprint: str | None = None) -> Calibration | None:
     """The shipped calibration of model `name`, or None. It applies only where the model's
     curated heads are those it was made with (a fine-tuned model under the same name is not
-    the model that was calibrated)."""
+    the model that was calibrated). Weights loaded from a path carry the directory's name, so
+    an entry is also found by `fingerprint` (`WhisperModel.fingerprint`, a hash of the
+    weights): tiny.en from any directory or format is still tiny.en."""
     try:
         table = json.loads(CALIBRATION_FILE.read_text())["models"]
     except FileNotFoundError:
         return None
     entry = table.get(name)
+    if (entry is None or tuple(map(tuple, entry["curated"])) != tuple(curated)) and fingerprint:
+        entry = next((e for e in table.values() if e.get("fingerprint") == fingerprint), None)
     if entry is None or tuple(map(tuple, entry["curated"])) != tuple(curated):
         return None
     return Calibration(tuple(map(tuple, entry["heads"])), tuple(map(float, entry["head_weights"])),
                        float(entry["start_lag_s"]), float(entry["end_lag_s"]))
 
 
-def captured_heads(name: str, curated: Pairs) -> Pairs:
+def captured_heads(name: str, curated: Pairs, fingerprint: str | None = None) -> Pairs:
     """The heads to capture while decoding: the curated ones and the calibrated ones, sorted."""
-    cal = calibration(name, tuple(curated))
+    cal = calibration(name, tuple(curated), fingerprint)
     return tuple(sorted(set(map(tuple, curated)) | set(cal.heads if cal else ())))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 from mlx.utils import tree_unflatten
 
 from . import checkpoints, ct2
@@ -55,6 +56,7 @@ class WhisperModel:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     # more heads to capture, for research and calibration (bench/accuracy/calibrate.py)
     extra_heads: tuple[tuple[int, int], ...] = ()
+    _fingerprint: str | None = field(default=None, init=False, repr=False)
 
     @property
     def dims(self) -> ModelDimensions:
@@ -73,8 +75,19 @@ class WhisperModel:
         """(layer, head) pairs whose cross-attention the decoder keeps: the curated alignment
         heads, those of the shipped timing calibration (`calibration.captured_heads`) and any
         `extra_heads`."""
-        heads = captured_heads(self.name, tuple(map(tuple, self.alignment_heads.pairs)))
+        heads = captured_heads(self.name, tuple(map(tuple, self.alignment_heads.pairs)),
+                               self.fingerprint)
         return tuple(sorted(set(heads) | set(map(tuple, self.extra_heads)))) if self.extra_heads else heads
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the decoder's learned positional embedding (its first 16 x 16 values, as
+        float16): the same for the same weights in any format or directory, different after
+        fine-tuning. Finds the shipped timing calibration of weights loaded from a path."""
+        if self._fingerprint is None:
+            corner = self.model.decoder.positional_embedding[:16, :16].astype(mx.float16)
+            self._fingerprint = hashlib.sha256(np.asarray(corner).tobytes()).hexdigest()[:16]
+        return self._fingerprint
 
     def tokenizer(self, language: str | None = None, task: str = "transcribe"):
         """Whisper's tokenizer for this model (tiktoken vocabularies shipped with mlx-whisper)."""

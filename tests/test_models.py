@@ -61,6 +61,35 @@ def test_mlx_directory(tmp_path, model, ct2_dir, window_mel):
     assert loaded.alignment_heads.source.startswith("OpenAI table")
     assert loaded.alignment_heads.pairs == model.alignment_heads.pairs
     assert _tokens(loaded, window_mel) == _tokens(model, window_mel)
+    _same_calibration(loaded, model)
+
+
+def _same_calibration(loaded, model):
+    """Weights loaded from a path are named after it, yet are found to be the calibrated model."""
+    from lightning_align.calibration import calibration
+
+    assert loaded.fingerprint == model.fingerprint
+    assert loaded.captured_heads == model.captured_heads
+    curated = tuple(map(tuple, model.alignment_heads.pairs))
+    assert calibration(loaded.name, curated, loaded.fingerprint) == calibration("tiny.en", curated)
+    assert calibration(loaded.name, curated, loaded.fingerprint) is not None
+
+
+def test_calibration_is_found_by_the_weights_not_the_directory_name(tmp_path, model, ct2_dir):
+    """tiny.en in a directory called "model" (as on the device) keeps its calibrated heads;
+    the same architecture with other weights (a fine-tune) does not get them."""
+    from lightning_align.calibration import calibration
+
+    copy = la.load_model(shutil.copytree(ct2_dir, tmp_path / "model"))
+    assert copy.name == "model"
+    _same_calibration(copy, model)
+    decoder = copy.model.decoder
+    decoder.positional_embedding = decoder.positional_embedding + 0.01
+    copy._fingerprint = None
+    assert copy.fingerprint != model.fingerprint
+    curated = tuple(map(tuple, copy.alignment_heads.pairs))
+    assert calibration(copy.name, curated, copy.fingerprint) is None
+    assert copy.captured_heads == curated
 
 
 def test_mlx_directory_loads_in_mlx_whisper(tmp_path, ct2_dir):
@@ -85,6 +114,7 @@ def test_openai_checkpoint(tmp_path, model, ct2_dir, window_mel):
     loaded = la.load_model(path)
     assert loaded.alignment_heads.pairs == model.alignment_heads.pairs
     assert _tokens(loaded, window_mel) == _tokens(model, window_mel)
+    _same_calibration(loaded, model)
 
 
 def test_openai_checkpoint_refuses_code(tmp_path):

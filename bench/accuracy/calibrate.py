@@ -79,7 +79,8 @@ def calibrate(model_name: str | None = None, log=print) -> dict:
     log(f"chosen {heads}: start MAE {s.starts.mae_ms:.1f} ms, end MAE {s.ends.mae_ms:.1f} ms "
         f"(times chosen: {sorted(counts.items(), key=lambda kv: -kv[1])})")
     wm.extra_heads = ()
-    return {"curated": [list(p) for p in wm.alignment_heads.pairs], "heads": [list(h) for h in heads],
+    return {"fingerprint": wm.fingerprint,
+            "curated": [list(p) for p in wm.alignment_heads.pairs], "heads": [list(h) for h in heads],
             "head_weights": [1.0] * len(heads),
             "start_lag_s": round(s.starts.mean_signed_ms / 1000, 4),
             "end_lag_s": round(s.ends.mean_signed_ms / 1000, 4),
