@@ -23,7 +23,7 @@ if [ -n "${BREAK:-1}" ]; then
 fi
 for tile in ${TILE:-1 4}; do
   [ "$tile" != 1 ] && refarg=()  # WER is a quadratic edit distance: minutes on tiled text
-  python3 -m bench.throughput "$audio" --tile "$tile" --systems "${LIGHTNING:-lightning,lightning+words}" \
+  python3 -m bench.throughput "$audio" --tile "$tile" --systems "${LIGHTNING:-lightning,lightning+capture,lightning+words}" \
       --batch-sizes "${BATCHES:-64}" --window-s "${WINDOWS:-30,auto}" --repeat "${REPEAT:-1}" \
       "${refarg[@]}" --out "$OUT/gpu.jsonl" 2>&1 | cut -c1-200
 done

@@ -99,9 +99,18 @@ def _overheads(group: list[dict]) -> list[str]:
             if base:
                 name = _batch_label({"batch_size": batch, "window_s": window})
                 name = system[: -len("+words")] + (f" b={name}" if name else "")
-                out.append(f"{name} {100 * (r['wall_s'] / base['wall_s'] - 1):+.0f} % (medians "
-                           f"{100 * (r['median_wall_s'] / base['median_wall_s'] - 1):+.0f} %)")
+                line = f"{name} {_pct(r, base)}"
+                capture = by.get((system[: -len("+words")] + "+capture", batch, window))
+                if capture:  # words need the capture: show what each of the two costs
+                    line += f": capture {_pct(capture, base)}, words over capture {_pct(r, capture)}"
+                out.append(line)
     return out
+
+
+def _pct(slow: dict, fast: dict) -> str:
+    """How much slower `slow` ran than `fast`: fastest against fastest, and the medians."""
+    return (f"{100 * (slow['wall_s'] / fast['wall_s'] - 1):+.0f} % (medians "
+            f"{100 * (slow['median_wall_s'] / fast['median_wall_s'] - 1):+.0f} %)")
 
 
 def plot(rows: list[dict]) -> None:
