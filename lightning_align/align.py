@@ -398,8 +398,7 @@ def _onepass_group(job: _Job, width: int, eot: int, options: AlignOptions) -> No
 def _calibration_of(job: _Job, options: AlignOptions) -> Calibration | None:
     if options.calibration is not None:
         return options.calibration
-    wm = _model_of(job)
-    return calibration(wm.name, tuple(map(tuple, wm.alignment_heads.pairs)), wm.fingerprint)
+    return _model_of(job).timing_calibration
 
 
 def _head_rows(wm: WhisperModel, heads) -> list[int]:

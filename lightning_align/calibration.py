@@ -47,16 +47,14 @@ def calibration(name: str, curated: Pairs, fingerprint: str | None = None) -> Ca
         table = json.loads(CALIBRATION_FILE.read_text())["models"]
     except FileNotFoundError:
         return None
+
+    def made_with(entry) -> bool:
+        return entry is not None and tuple(map(tuple, entry["curated"])) == tuple(curated)
+
     entry = table.get(name)
-    if (entry is None or tuple(map(tuple, entry["curated"])) != tuple(curated)) and fingerprint:
+    if not made_with(entry) and fingerprint:
         entry = next((e for e in table.values() if e.get("fingerprint") == fingerprint), None)
-    if entry is None or tuple(map(tuple, entry["curated"])) != tuple(curated):
+    if not made_with(entry):
         return None
     return Calibration(tuple(map(tuple, entry["heads"])), tuple(map(float, entry["head_weights"])),
                        float(entry["start_lag_s"]), float(entry["end_lag_s"]))
-
-
-def captured_heads(name: str, curated: Pairs, fingerprint: str | None = None) -> Pairs:
-    """The heads to capture while decoding: the curated ones and the calibrated ones, sorted."""
-    cal = calibration(name, tuple(curated), fingerprint)
-    return tuple(sorted(set(map(tuple, curated)) | set(cal.heads if cal else ())))

@@ -17,7 +17,7 @@ from mlx.utils import tree_unflatten
 
 from . import checkpoints, ct2
 from .backend import gpu_available, mx, warn_if_slow_blas
-from .calibration import captured_heads
+from .calibration import Calibration, calibration
 from .errors import ModelError
 from .model import ModelDimensions, Whisper
 
@@ -73,11 +73,16 @@ class WhisperModel:
     @property
     def captured_heads(self) -> tuple[tuple[int, int], ...]:
         """(layer, head) pairs whose cross-attention the decoder keeps: the curated alignment
-        heads, those of the shipped timing calibration (`calibration.captured_heads`) and any
-        `extra_heads`."""
-        heads = captured_heads(self.name, tuple(map(tuple, self.alignment_heads.pairs)),
-                               self.fingerprint)
-        return tuple(sorted(set(heads) | set(map(tuple, self.extra_heads)))) if self.extra_heads else heads
+        heads, those of the shipped `timing_calibration` and any `extra_heads`."""
+        cal = self.timing_calibration
+        return tuple(sorted(set(map(tuple, self.alignment_heads.pairs)) | set(cal.heads if cal else ())
+                            | set(map(tuple, self.extra_heads))))
+
+    @property
+    def timing_calibration(self) -> Calibration | None:
+        """The shipped timing calibration of these weights (`calibration.calibration`: by name,
+        else by `fingerprint`), or None."""
+        return calibration(self.name, tuple(map(tuple, self.alignment_heads.pairs)), self.fingerprint)
 
     @property
     def fingerprint(self) -> str:
