@@ -5,7 +5,9 @@ decoding step, the scores of the curated alignment heads only, for the rows stil
 stores *scores* (q.k / sqrt(d)) minus their row maximum, in float16, not softmax weights: the
 alignment stage standardizes every (head, token) row over frames, which cancels the softmax's
 per-row normalizer exactly, so the softmax runs later and only for segments someone aligns.
-Subtracting the maximum first keeps float16 precise where it matters (near the peak).
+Subtracting the maximum first keeps float16 precise where it matters (near the peak). The
+normalizers themselves are computed once per batch, when the steps are collected (`per_row`):
+in the step they were extra reductions on the decoder's critical path, every token.
 """
 
 from __future__ import annotations
@@ -39,10 +41,6 @@ class AttentionProbe:
         self._pending: dict[int, mx.array] = {}
         self._steps: list[tuple[np.ndarray, mx.array, mx.array]] = []
 
-    def frames_of(self, rows: np.ndarray) -> mx.array | None:
-        """The audio frames of batch rows `rows` (original row ids), for the compiled step."""
-        return None if self.frames is None else mx.array(self.frames[rows])
-
     def take(self, layer: int, scores: mx.array) -> None:
         """Receive (B, heads, 1, frames) scores of one layer for the current step."""
         self._pending[layer] = scores
@@ -51,31 +49,32 @@ class AttentionProbe:
         """Close a step whose batch rows are `rows` (original row ids); returns the lazy arrays to
         evaluate together with the step's logits."""
         scores = mx.concatenate([self._pending[layer][:, :, -1, :] for layer in self._order], axis=1)
-        scores, norms = scores_and_normalizers(scores, self.frames_of(rows))
-        self._steps.append((rows.copy(), scores, norms))
+        scores = peak_relative(scores)
+        self._steps.append((rows.copy(), scores))
         self._pending.clear()
-        return [scores, norms]
+        return [scores]
 
-    def record(self, rows: np.ndarray, alive: np.ndarray, captured: tuple[mx.array, mx.array]) -> None:
-        """Keep one compiled step's (B, heads, frames) scores and (B, heads) normalizers; rows not
+    def record(self, rows: np.ndarray, alive: np.ndarray, scores: mx.array) -> None:
+        """Keep one compiled step's (B, heads, frames) scores (`peak_relative`); rows not
         `alive` (finished, still in the batch) are dropped when the steps are collected."""
-        self._steps.append((np.where(alive, rows, -1), *captured))
+        self._steps.append((np.where(alive, rows, -1), scores))
 
     def per_row(self, n_rows: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """-> for each original row, its (steps, heads, frames) float16 scores and (steps, heads)
-        float32 log-normalizers, in step order."""
+        float32 log-normalizers over the row's frames, in step order."""
         if not self._steps:
             return ([np.zeros((0, len(self.pairs), 0), np.float16) for _ in range(n_rows)],
                     [np.zeros((0, len(self.pairs)), np.float32) for _ in range(n_rows)])
-        row_ids = np.concatenate([r for r, _, _ in self._steps])
+        row_ids = np.concatenate([r for r, _ in self._steps])
         live = np.flatnonzero(row_ids >= 0)
-        order = mx.array(live[np.argsort(row_ids[live], kind="stable")])
+        sorted_ids = live[np.argsort(row_ids[live], kind="stable")]
         cuts = np.cumsum(np.bincount(row_ids[live], minlength=n_rows))[:-1]
         # Sorted into rows on the device, then one device-to-host copy for the whole batch: a
         # sort on the host would copy the batch's attention (~300 MB for 64 windows) once more.
-        stacked = np.asarray(mx.take(mx.concatenate([s for _, s, _ in self._steps], axis=0), order, axis=0))
-        norms = np.asarray(mx.take(mx.concatenate([n for _, _, n in self._steps], axis=0), order, axis=0))
-        return np.split(stacked, cuts), np.split(norms, cuts)
+        stacked = mx.take(mx.concatenate([s for _, s in self._steps], axis=0), mx.array(sorted_ids), axis=0)
+        frames = None if self.frames is None else mx.array(self.frames[row_ids[sorted_ids]])
+        norms = log_normalizers(stacked, frames)
+        return np.split(np.asarray(stacked), cuts), np.split(np.asarray(norms), cuts)
 
 
 class CapturedAttention:
@@ -108,17 +107,39 @@ class CapturedAttention:
         return np.exp(scores.astype(np.float32) - norm[:, :, None])
 
 
+def peak_relative(scores: mx.array) -> mx.array:
+    """(B, heads, frames) attention scores -> the same minus their row maximum, as float16."""
+    return (scores - scores.max(axis=-1, keepdims=True)).astype(mx.float16)
+
+
+NORM_CHUNK_VALUES = 1 << 24  # float32 values one normalizer chunk expands to on the device (64 MB)
+
+
+def log_normalizers(s: mx.array, frames: mx.array | None) -> mx.array:
+    """(N, heads, frames) float16 `peak_relative` scores -> their softmax log-normalizer over each
+    row's first `frames[n]` frames (all when None), (N, heads) float32. Storing the normalizer
+    lets the alignment stage rebuild the exact softmax weights from scores kept only around a
+    segment. Computed in float32 over chunks of rows, so a batch's ~300 MB of float16 scores
+    never expands to float32 all at once."""
+    n, _, width = s.shape
+    step = max(1, NORM_CHUNK_VALUES // max(1, s.shape[1] * width))
+    parts = []
+    for a in range(0, n, step):
+        s32 = s[a:a + step].astype(mx.float32)
+        if frames is not None:
+            inside = mx.arange(width)[None, None, :] < frames[a:a + step, None, None]
+            s32 = mx.where(inside, s32, -mx.inf)
+        parts.append(mx.logsumexp(s32, axis=-1))
+        if n > step:
+            mx.eval(parts[-1])  # one chunk's float32 expansion alive at a time
+    return parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=0)
+
+
 def scores_and_normalizers(scores: mx.array, frames: mx.array | None) -> tuple[mx.array, mx.array]:
-    """(B, heads, frames) attention scores -> (scores minus their row max as float16, and the
-    softmax log-normalizer of those float16 scores over each row's first `frames[b]` frames,
-    (B, heads) float32). Storing the normalizer lets the alignment stage rebuild the exact
-    softmax weights from scores kept only around a segment."""
-    s = (scores - scores.max(axis=-1, keepdims=True)).astype(mx.float16)
-    s32 = s.astype(mx.float32)
-    if frames is not None:
-        inside = mx.arange(s.shape[-1])[None, None, :] < frames[:, None, None]
-        s32 = mx.where(inside, s32, -mx.inf)
-    return s, mx.logsumexp(s32, axis=-1)
+    """(B, heads, frames) attention scores -> (`peak_relative` scores, `log_normalizers` over
+    each row's first `frames[b]` frames)."""
+    s = peak_relative(scores)
+    return s, log_normalizers(s, frames)
 
 
 class ForcedProbe:

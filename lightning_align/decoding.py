@@ -344,7 +344,6 @@ def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok
     alive = np.ones(n_rows, bool)
     chosen = np.empty(n_rows, np.int32)
     chosen_lp = np.empty(n_rows, np.float32)
-    frames = probe.frames_of(rows) if probe else None
     for step in range(sample_len):
         b = len(rows)
         _choose_on_host(step_logits, suppress, rules, tok, temperature, rng, chosen, chosen_lp)
@@ -361,14 +360,13 @@ def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok
             rules.select(keep)
             rows, alive = rows[keep], alive[keep]
             next_tokens = chosen[:b][keep]
-            frames = probe.frames_of(rows) if probe else None
         else:
             next_tokens = np.where(alive, chosen[:b], tok.eot).astype(np.int32)
-        logits, captured = step_fn(mx.array(next_tokens[:, None]), state, frames)
+        logits, captured = step_fn(mx.array(next_tokens[:, None]), state)
         outputs = [logits]
         if probe:
             probe.record(rows, alive, captured)
-            outputs.extend(captured)
+            outputs.append(captured)
         mx.eval(*outputs)
         step_logits = np.asarray(outputs[0])
 
@@ -399,7 +397,6 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
     carry = (mx.array(np.where(alive, first, tok.eot).astype(np.int32)), mx.array(alive),
              tuple(mx.array(a) for a in rules.arrays()), mx.array(state.offset, dtype=mx.int32),
              mx.random.key(int(rng.integers(2**31))))
-    frames = probe.frames_of(rows) if probe else None
     queue: deque = deque()  # issued steps the host has not read: (rows, chosen, lp, alive, captured)
 
     def read_oldest(alive_before: np.ndarray) -> np.ndarray:
@@ -414,10 +411,10 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
     while alive.any():
         while issued < sample_len and len(queue) <= LOOKAHEAD_STEPS:
             chosen, lp, alive_out, next_tokens, rules_out, offset, key, captured = step_fn.choose(
-                *carry, temperature_mx, state, suppress_mx, special, frames)
+                *carry, temperature_mx, state, suppress_mx, special)
             carry = (next_tokens, alive_out, rules_out, offset, key)
             mx.async_eval(chosen, lp, next_tokens, alive_out, *rules_out, offset, key, state.keys,
-                          state.values, *(captured or ()))
+                          state.values, *([] if captured is None else [captured]))
             queue.append((rows, chosen, lp, alive_out, captured))
             issued += 1
         if not queue:
@@ -436,7 +433,6 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
             carry = (carry[0][keep_mx], carry[1][keep_mx], tuple(a[keep_mx] for a in carry[2]),
                      carry[3], carry[4])
             rows, alive = rows[keep], alive[keep]
-            frames = probe.frames_of(rows) if probe else None
 
 
 def best_attempt(attempts: list[WindowResult], options: DecodingOptions) -> WindowResult:

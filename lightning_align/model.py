@@ -17,7 +17,7 @@ from functools import partial
 import mlx.nn as nn
 
 from .backend import mx
-from .capture import scores_and_normalizers
+from .capture import peak_relative
 
 
 @dataclass(frozen=True)
@@ -238,8 +238,8 @@ class CompiledStep:
     layer norms, GELUs and residual adds, and building the graph once instead of per step, is
     what makes batched decoding fast on a GPU, where a step is a few hundred small kernels.
     With `probe_layers`, the step also returns the alignment heads' scores (row max subtracted,
-    float16) and their softmax log-normalizers over each row's audio frames (float32), computed
-    inside the same graph.
+    float16), computed inside the same graph; their softmax normalizers are left to the end of
+    the batch (`AttentionProbe.per_row`), off the step's critical path.
     """
 
     def __init__(self, decoder: TextDecoder, probe_layers: dict | None = None):
@@ -249,9 +249,8 @@ class CompiledStep:
         self.projection = decoder.output_projection()
         self._fn = mx.compile(self._step)
         self._fn_choose: dict[tuple, object] = {}
-        self._all_frames: dict[tuple[int, int], mx.array] = {}  # (batch, frames) -> constant
 
-    def _step(self, tokens, offset, keys, values, cross, probe_keys, frames):
+    def _step(self, tokens, offset, keys, values, cross, probe_keys):
         d = self.decoder
         x = d.token_embedding(tokens) + mx.take(d.positional_embedding, offset, axis=0)[None]
         x = x.astype(cross[0][0].dtype)
@@ -276,16 +275,15 @@ class CompiledStep:
             x = x + block.mlp(x)
         logits = (d.ln(x)[:, 0, :] @ self.projection).astype(mx.float32)
         if scores:
-            s, norms = scores_and_normalizers(mx.concatenate(scores, axis=1), frames)
-            return logits, new_keys, new_values, s, norms
+            return logits, new_keys, new_values, peak_relative(mx.concatenate(scores, axis=1))
         return logits, new_keys, new_values
 
     def _step_choose(self, special, tokens, alive, rules, offset, key, temperature, keys, values,
-                     cross, probe_keys, frames, suppress):
+                     cross, probe_keys, suppress):
         from .selection import advance_rules, select_tokens
 
         eot, ts_begin, vocab, timestamps, sampled = special
-        out = self._step(tokens[:, None], offset, keys, values, cross, probe_keys, frames)
+        out = self._step(tokens[:, None], offset, keys, values, cross, probe_keys)
         sample_key = None
         if sampled:
             key, sample_key = mx.random.split(key)
@@ -300,7 +298,7 @@ class CompiledStep:
 
     def choose(self, tokens: mx.array, alive: mx.array, rules: tuple, offset: mx.array,
                key: mx.array, temperature: mx.array, state: DecoderState, suppress: mx.array,
-               special: tuple[int, int, int, bool, bool], frames: mx.array | None = None) -> tuple:
+               special: tuple[int, int, int, bool, bool]) -> tuple:
         """One step that also chooses the next token (greedy, or sampled at a temperature) and
         advances the timestamp rules on the device (`selection`), so that nothing has to come
         back to the host before the next step can be queued.
@@ -310,36 +308,25 @@ class CompiledStep:
         `key` the random key and `temperature` () float32 the temperature sampling draws with;
         `special` = (eot, timestamp_begin, vocab, timestamps on, sampling). Returns (chosen (B,),
         their log-probabilities (B,), alive after this step, next tokens (B,), rules, offset + 1,
-        next key, (scores, normalizers) or None) and advances `state`."""
+        next key, scores or None) and advances `state`."""
         fn = self._fn_choose.get(special)
         if fn is None:  # one compiled graph per kind of step; MLX keeps one per batch shape
             fn = self._fn_choose[special] = mx.compile(partial(self._step_choose, special))
-        probe_keys, frames = self._probe_inputs(state, frames, tokens.shape[0])
         out = fn(tokens, alive, rules, offset, key, temperature, state.keys, state.values,
-                 state.cross, probe_keys, frames, suppress)
+                 state.cross, self._probe_keys(state), suppress)
         state.keys, state.values = out[7], out[8]
         state.offset += 1
-        return tuple(out[:7]) + ((out[9], out[10]) if self.probe else None,)
+        return tuple(out[:7]) + (out[9] if self.probe else None,)
 
-    def __call__(self, tokens: mx.array, state: DecoderState, frames: mx.array | None = None):
-        """Run one token per row (B, 1) at `state.offset`; -> (logits (B, V), (scores,
-        normalizers) or None); `frames` (B,) int32: each row's audio frames, over which the
-        normalizers sum (default: all)."""
-        probe_keys, frames = self._probe_inputs(state, frames, tokens.shape[0])
+    def __call__(self, tokens: mx.array, state: DecoderState):
+        """Run one token per row (B, 1) at `state.offset`; -> (logits (B, V), the probed heads'
+        (B, heads, frames) `peak_relative` scores or None)."""
         out = self._fn(tokens, mx.array(state.offset, dtype=mx.int32), state.keys, state.values,
-                       state.cross, probe_keys, frames)
+                       state.cross, self._probe_keys(state))
         state.keys, state.values = out[1], out[2]
         state.offset += 1
-        return out[0], (out[3], out[4]) if self.probe else None
+        return out[0], out[3] if self.probe else None
 
-    def _probe_inputs(self, state: DecoderState, frames: mx.array | None, batch: int):
-        """The probe's keys, and per-row frame counts (all frames when not given); the counts
-        are a constant array per batch size, not a new one every step."""
-        probe_keys = [state.probe_keys[layer] for layer in self.probe]
-        if frames is None:
-            n = probe_keys[0].shape[-1] if probe_keys else 0
-            frames = self._all_frames.get((batch, n))
-            if frames is None:
-                frames = self._all_frames[(batch, n)] = mx.full((batch,), n, mx.int32)
-        return probe_keys, frames
+    def _probe_keys(self, state: DecoderState) -> list[mx.array]:
+        return [state.probe_keys[layer] for layer in self.probe]
 

@@ -264,11 +264,12 @@ class _Job:
     languages: list[str] = field(default_factory=list)
 
 
-def _encode(wm: WhisperModel, pieces: list[np.ndarray]) -> mx.array:
+def _encode(wm: WhisperModel, windows: list[tuple[np.ndarray, int, int]]) -> mx.array:
+    """Audio features of windows given as (recording samples, first sample, end sample)."""
     if gpu_available():
-        mels = log_mel_batch(pieces, wm.dims.n_mels)
+        mels = log_mel_batch(windows, wm.dims.n_mels)
     else:
-        mels = mx.array(np.stack([log_mel_window(p, wm.dims.n_mels) for p in pieces]))
+        mels = mx.array(np.stack([log_mel_window(x[a:b], wm.dims.n_mels) for x, a, b in windows]))
     with wm.lock:
         features = wm.model.embed_audio(mels)
         mx.eval(features)
@@ -298,7 +299,7 @@ def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbo
         tails: list[tuple[_Job, Window]] = []
         for first in range(0, len(pending), batch_size):
             batch = pending[first : first + batch_size]
-            features = _encode(wm, [job.samples[w.start : w.end] for job, w in batch])
+            features = _encode(wm, [(job.samples, w.start, w.end) for job, w in batch])
             by_window: dict[int, list[Segment]] = {}
 
             def accept(rows, results, batch=batch, by_window=by_window):
@@ -381,7 +382,7 @@ def _sequential(wm, samples, options, context, capture, condition, progress, ver
         if is_silent(samples[window.start : window.end]):
             seek = window.end
             continue
-        features = _encode(wm, [samples[window.start : window.end]])
+        features = _encode(wm, [(samples, window.start, window.end)])
         prompt = [tokenizer.sot_prev] + history[-(wm.dims.n_text_ctx // 2 - 1):] if history else None
         opts = replace(options, language=language) if language else options
         result = decode_with_fallback(wm, features, opts, capture=capture, prompt=prompt,

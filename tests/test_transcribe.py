@@ -14,7 +14,7 @@ import lightning_align as la
 from lightning_align.backend import mx
 from lightning_align.decoding import (DecodingOptions, decode_batch, decode_with_fallback,
                                       repeated_words)
-from lightning_align.mel import log_mel_window
+from lightning_align.mel import log_mel_batch, log_mel_window
 from lightning_align.synth import long_speech as generate_long_speech
 from lightning_align.transcribe import split_tokens
 
@@ -46,6 +46,16 @@ def test_result_format(long_speech, long_transcript):
         assert seg["text"].strip()
     starts = [s["start"] for s in segments]
     assert starts == sorted(starts)
+
+
+def test_device_mel_equals_numpy(short_speech, long_speech):
+    """The GPU path's log-mel (each recording's covered span uploaded once, windows cut and
+    padded on the device) equals the host's per-window numpy log-mel: windows out of order,
+    from two recordings, one shorter than 30 s and one starting mid-recording."""
+    a, b = long_speech.audio, short_speech.audio
+    windows = [(a, 16000, 16000 + 480000), (b, 0, len(b)), (a, 500000, len(a)), (b, 3000, len(b))]
+    expected = np.stack([log_mel_window(x[s:e], 80) for x, s, e in windows])
+    np.testing.assert_allclose(np.asarray(log_mel_batch(windows, 80)), expected, atol=1e-4)
 
 
 def test_greedy_tokens_equal_faster_whisper(model, short_speech):
@@ -91,9 +101,13 @@ def log_normalizers(scores: np.ndarray, n_frames: int) -> np.ndarray:
     return np.log(np.exp(s).sum(-1))
 
 
-def test_device_normalizers_equal_numpy(model, short_speech):
-    """The softmax normalizers computed where the attention is captured equal numpy's, over each
-    row's own audio frames (two windows of different lengths in one batch)."""
+@pytest.mark.parametrize("chunk_values", [None, 7 * 10 * 1500])
+def test_device_normalizers_equal_numpy(model, short_speech, chunk_values, monkeypatch):
+    """The softmax normalizers computed when the batch's captured steps are collected equal
+    numpy's, over each row's own audio frames (two windows of different lengths in one batch);
+    also when the collection splits the rows into chunks of 7 (and a remainder)."""
+    if chunk_values:
+        monkeypatch.setattr("lightning_align.capture.NORM_CHUNK_VALUES", chunk_values)
     audios = [short_speech.audio, short_speech.audio[: len(short_speech.audio) // 2]]
     features = model.model.embed_audio(mx.array(np.stack([log_mel_window(a, 80) for a in audios])))
     frames = [int(np.ceil(len(a) / 16000 * 50)) for a in audios]
