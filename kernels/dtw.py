@@ -19,8 +19,10 @@ __all__ = ["dtw", "dtw_batch"]
 
 
 @njit(cache=True, nogil=True)
-def _fill(x, n, m, trace):
-    """Fill trace[1:n+1, 1:m+1] for cost x[:n, :m]; returns False if x[:n, :m] is not finite."""
+def _fill(x, n, m, trace, enter, enter_cost):
+    """Fill trace[1:n+1, 1:m+1] for cost x[:n, :m]; returns False if x[:n, :m] is not finite.
+    Entering row i (from row i - 1) at frame j also costs `enter_cost[j]` where `enter[i]` is
+    1; with `enter` all 0 every sum is the plain one, bit for bit (x + 0.0 == x)."""
     inf = np.float32(np.inf)
     ninf = np.float32(-np.inf)
     prev = np.empty(m + 1, np.float32)
@@ -31,11 +33,13 @@ def _fill(x, n, m, trace):
     for i in range(1, n + 1):
         xi = x[i - 1]
         tr = trace[i]
+        gate = np.float32(enter[i - 1])
         cur[0] = inf
         left = inf
         for j in range(1, m + 1):
-            diag = prev[j - 1]
-            up = prev[j]
+            pay = gate * enter_cost[j - 1]
+            diag = prev[j - 1] + pay
+            up = prev[j] + pay
             best = _lo(diag, up)
             diag_wins = best != up
             # openai picks "left" when diag == up even if left is larger: make that pair lose
@@ -84,10 +88,10 @@ def _backtrace(trace, n, m, ti, tj):
 
 
 @njit(cache=True, nogil=True)
-def _dtw_one(x):
+def _dtw_one(x, enter, enter_cost):
     n, m = x.shape
     trace = np.empty((n + 1, m + 1), np.int8)
-    finite = _fill(x, n, m, trace)
+    finite = _fill(x, n, m, trace, enter, enter_cost)
     ti = np.empty(n + m, np.int64)
     tj = np.empty(n + m, np.int64)
     start = _backtrace(trace, n, m, ti, tj)
@@ -95,13 +99,15 @@ def _dtw_one(x):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _dtw_many(flat, shapes, cost_start, path_start, ti, tj, starts, finite):
+def _dtw_many(flat, shapes, cost_start, path_start, ti, tj, starts, finite, enter, enter_cost,
+              row_start, frame_start):
     for b in prange(shapes.shape[0]):
         n = shapes[b, 0]
         m = shapes[b, 1]
         x = flat[cost_start[b] : cost_start[b] + n * m].reshape((n, m))
         trace = np.empty((n + 1, m + 1), np.int8)
-        finite[b] = _fill(x, n, m, trace)
+        finite[b] = _fill(x, n, m, trace, enter[row_start[b] : row_start[b] + n],
+                          enter_cost[frame_start[b] : frame_start[b] + m])
         p0 = path_start[b]
         starts[b] = _backtrace(trace, n, m, ti[p0 : p0 + n + m], tj[p0 : p0 + n + m])
 
@@ -120,10 +126,28 @@ def _as_cost(cost: np.ndarray, what: str) -> np.ndarray:
     return np.ascontiguousarray(cost, dtype=dtype)
 
 
-def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _as_entry(entry, x: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(enter (N,) uint8, enter_cost (M,) in x's dtype) from an optional (rows, frame costs)."""
+    n, m = x.shape
+    if entry is None:
+        return np.zeros(n, np.uint8), np.zeros(m, x.dtype)
+    rows, frame_cost = np.asarray(entry[0], bool), np.asarray(entry[1], x.dtype)
+    if rows.shape != (n,) or frame_cost.shape != (m,):
+        raise ValueError(f"{what}: entry rows must have shape ({n},) and frame costs ({m},), got "
+                         f"{rows.shape} and {frame_cost.shape}")
+    if not np.isfinite(frame_cost).all():
+        raise ValueError(f"{what}: entry frame costs contain NaN or inf")
+    return rows.astype(np.uint8), np.ascontiguousarray(frame_cost)
+
+
+def dtw(cost: np.ndarray, entry: tuple[np.ndarray, np.ndarray] | None = None
+        ) -> tuple[np.ndarray, np.ndarray]:
     """Cheapest monotonic path through a (tokens x frames) cost matrix, as openai-whisper.
 
     cost: (N tokens, M frames) real array; openai-whisper passes the negated alignment matrix.
+    entry: optional (rows (N,) bool, frame_costs (M,)): the path pays frame_costs[j] when it
+    enters a marked row at frame j (e.g. where a word may start); without it, or with zero
+    costs, the result is openai's.
     Returns (text_indices, time_indices): int64 arrays of equal length L, with
     max(N, M) <= L <= N + M - 1, giving the path's token index (0..N-1) and frame index
     (0..M-1) at every step from (0, 0) to (N-1, M-1); each step advances the token, the frame,
@@ -131,30 +155,36 @@ def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Raises ValueError for a non-2-D or empty matrix, or NaN/inf entries.
     """
     x = _as_cost(cost, "dtw cost")
-    ti, tj, finite = _dtw_one(x)
+    ti, tj, finite = _dtw_one(x, *_as_entry(entry, x, "dtw"))
     if not finite:
         raise ValueError("dtw cost contains NaN or inf")
     return ti, tj
 
 
-def dtw_batch(costs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+def dtw_batch(costs: list[np.ndarray], entries: list | None = None
+              ) -> list[tuple[np.ndarray, np.ndarray]]:
     """`dtw` on many (tokens x frames) cost matrices of different shapes, in parallel threads.
 
     The matrices are packed end to end into one flat array (no padding) and processed with
     numba's prange, one matrix per task; numba's thread count (NUMBA_NUM_THREADS,
     numba.set_num_threads) bounds the threads, and with one thread they simply run in turn.
-    Each result equals `dtw(costs[k])`. Returns a list of (text_indices, time_indices) int64
-    pairs, one per matrix, in order.
+    Each result equals `dtw(costs[k], entries[k])` (`entries`: None, or one entry or None per
+    matrix). Returns a list of (text_indices, time_indices) int64 pairs, one per matrix, in
+    order.
     Raises ValueError (naming the matrix's index) under the same conditions as `dtw`.
     """
     mats = [_as_cost(c, f"dtw_batch costs[{k}]") for k, c in enumerate(costs)]
     if not mats:
         return []
+    if entries is not None and len(entries) != len(mats):
+        raise ValueError(f"dtw_batch: {len(entries)} entries for {len(mats)} cost matrices")
+    ent = [_as_entry(None if entries is None else entries[k], x, f"dtw_batch entries[{k}]")
+           for k, x in enumerate(mats)]
     if len(mats) == 1 or numba.get_num_threads() == 1:
         # Nothing to run in parallel: skip packing (a copy of every matrix).
         out = []
         for k, x in enumerate(mats):
-            ti, tj, finite = _dtw_one(x)
+            ti, tj, finite = _dtw_one(x, *ent[k])
             if not finite:
                 raise ValueError(f"dtw_batch costs[{k}] contains NaN or inf")
             out.append((ti, tj))
@@ -173,8 +203,13 @@ def dtw_batch(costs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
     finite = np.empty(len(mats), np.bool_)
     # Chunk size 1: matrices differ in size, so a free thread takes the next one instead of
     # the index range being split evenly up front.
+    row_start = np.concatenate(([0], np.cumsum(shapes[:, 0])[:-1]))
+    frame_start = np.concatenate(([0], np.cumsum(shapes[:, 1])[:-1]))
+    enter = np.concatenate([e for e, _ in ent])
+    enter_cost = np.concatenate([c for _, c in ent]).astype(dtype, copy=False)
     with parallel_chunksize(1):
-        _dtw_many(flat, shapes, cost_start, path_start, ti, tj, starts, finite)
+        _dtw_many(flat, shapes, cost_start, path_start, ti, tj, starts, finite, enter, enter_cost,
+                  row_start, frame_start)
     if not finite.all():
         raise ValueError(f"dtw_batch costs[{int(np.argmin(finite))}] contains NaN or inf")
     out = []

@@ -25,7 +25,7 @@ from .mel import TOKENS_PER_SECOND, log_mel_window
 from .model import DecoderState
 from .models import WhisperModel, load_model
 from .transcript import Segment, SegmentSource
-from .refine import RefineOptions, snap_to_dips, snap_words, speech_spans
+from .refine import RefineOptions, onset_costs, snap_to_dips, snap_words, speech_spans
 from .words import WordTiming, apply_heuristics, shift_words, to_dicts, word_timings
 
 METHODS = ("onepass", "reference")
@@ -54,6 +54,10 @@ class AlignOptions:
     dips: move each boundary between two words inside continuous speech (not at a pause that
         `refine` snapped to) to the quietest point of the signal within
         `refine_options.dip_reach_s` (`refine.snap_to_dips`).
+    onset_cost: what the DTW pays to start a word (other than the segment's first) at a frame,
+        in units of the matrix's standardized attention: `onset_cost` x the signal's level
+        there, 0 at the segment's floor and 1 at its peak (`refine.onset_costs`); word starts
+        then prefer quiet frames where the attention leaves them a choice. 0 turns it off.
     Defaults are the switches that won on both the calibration and evaluation sets.
     """
 
@@ -65,11 +69,18 @@ class AlignOptions:
     refine_options: RefineOptions = field(default_factory=RefineOptions)
     calibration: "Calibration | None" = None
     dips: bool = True
+    onset_cost: float = 1.0
+
+    def __post_init__(self):
+        if not (isinstance(self.onset_cost, (int, float)) and 0 <= self.onset_cost < float("inf")):
+            raise AlignmentError(f"onset_cost={self.onset_cost!r}: give a finite number >= 0 "
+                                 "(0 turns the onset cost off).")
 
     @classmethod
     def plain(cls) -> "AlignOptions":
         """openai-whisper's DTW on the captured attention, with no correction."""
-        return cls(head_weights=False, lag=False, anchors=False, refine=False, dips=False)
+        return cls(head_weights=False, lag=False, anchors=False, refine=False, dips=False,
+                   onset_cost=0.0)
 
 
 @dataclass(frozen=True)
@@ -429,7 +440,11 @@ def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments
         if job.group is None:
             _onepass_group(job, width, _model_of(job).tokenizer().eot, options)
     groups = list({id(job.group): job.group for job in jobs}.values())
-    paths = dtw_batch([-g.matrix.astype(np.float64) for g in groups])
+    entries = None
+    if method == "onepass" and options.onset_cost > 0:
+        job_of = {id(job.group): job for job in jobs}  # one group per job in one pass
+        entries = [_word_starts(job_of[id(g)], options, audio) for g in groups]
+    paths = dtw_batch([-g.matrix.astype(np.float64) for g in groups], entries)
     entered = {}
     for group, (rows, cols) in zip(groups, paths):
         group.path = (rows, cols)
@@ -470,6 +485,22 @@ def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments
         out.append(Alignment(job.index, method, g.matrix, g.row_tokens, g.path, g.frame0_s, words,
                              g.weights, g.heads))
     return out
+
+
+def _word_starts(job: _Job, options: AlignOptions, audio) -> tuple[np.ndarray, np.ndarray] | None:
+    """The DTW entry for a one-pass job (`kernels.dtw`): the matrix rows where a word other
+    than the first begins, and what starting one at each frame costs (`refine.onset_costs`);
+    None without audio or text."""
+    samples = _samples_for(job, audio)
+    text = _text_of(job, _model_of(job).tokenizer().eot)
+    if samples is None or not text:
+        return None
+    _, word_tokens = _model_of(job).tokenizer().split_to_word_tokens(list(text))
+    firsts = np.cumsum([len(t) for t in word_tokens[:-1]], dtype=np.int64)
+    rows = np.zeros(job.group.matrix.shape[0], bool)
+    rows[job.rows_for_text[firsts]] = True
+    return rows, onset_costs(samples, job.group.frame0_s, job.group.matrix.shape[1],
+                             options.onset_cost, options.refine_options.floor_percentile)
 
 
 def _samples_for(job: _Job, audio) -> np.ndarray | None:

@@ -127,6 +127,25 @@ def frame_levels(samples: np.ndarray, t0_s: float, t1_s: float) -> tuple[float, 
     return envelope_of(samples).levels(t0_s, t1_s)
 
 
+ENCODER_FRAME_S = 0.02  # the attention's frames
+
+
+def onset_costs(samples: np.ndarray, frame0_s: float, n_frames: int, scale: float,
+                floor_percentile: float = 5.0) -> np.ndarray:
+    """What it costs the DTW to start a word at each of `n_frames` 20 ms attention frames from
+    `frame0_s` (s): `scale` x the signal's level at the frame's start (the `Envelope`'s 20 ms
+    frame centred there), 0 at the span's `floor_percentile` level and 1 at its loudest.
+    A word boundary inside speech usually sits in an energy dip; where the attention is
+    ambiguous between frames this tips the path toward the quiet one. (n_frames,) float64."""
+    db = envelope_of(samples).db
+    if len(db) == 0 or n_frames == 0:
+        return np.zeros(n_frames)
+    t = frame0_s + np.arange(n_frames) * ENCODER_FRAME_S
+    level = db[np.clip(np.round(t / HOP_S).astype(np.int64), 0, len(db) - 1)].astype(np.float64)
+    floor, peak = np.percentile(level, floor_percentile), level.max()
+    return scale * np.clip((level - floor) / max(peak - floor, 1e-6), 0.0, 1.0)
+
+
 def speech_spans(samples: np.ndarray, t0_s: float, t1_s: float,
                  options: RefineOptions = RefineOptions()) -> np.ndarray:
     """(n, 2) array of [start, end) seconds of speech between t0_s and t1_s; pauses shorter

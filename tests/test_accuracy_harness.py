@@ -7,8 +7,8 @@ import pytest
 
 from bench.accuracy import metrics
 from bench.accuracy.metrics import TimedWord, score
-from lightning_align.refine import (Envelope, RefineOptions, fine_levels, snap_to_dips, snap_words,
-                                    speech_spans)
+from lightning_align.refine import (Envelope, RefineOptions, fine_levels, onset_costs, snap_to_dips,
+                                    snap_words, speech_spans)
 from lightning_align.synth import concatenate, synthesize
 
 REF = [TimedWord("the", 0.50, 0.62), TimedWord("quick", 0.62, 0.95), TimedWord("brown", 0.95, 1.30),
@@ -195,6 +195,23 @@ def test_a_boundary_near_a_stop_closure_moves_into_it(connected_speech):
             assert w[i].end - hop <= e[0] <= s[1] <= w[i + 1].start + hop
         checked += 1
     assert checked >= 1
+
+
+def test_onset_costs_are_low_in_pauses_and_high_in_speech(paused_speech):
+    """The DTW's cost of starting a word at each 20 ms frame: 0..scale, low where the signal is
+    at its floor (the pauses `speech_spans` finds), high inside speech."""
+    x = paused_speech.audio
+    n = int(paused_speech.duration / 0.02)
+    cost = onset_costs(x, 0.0, n, 2.0)
+    assert cost.shape == (n,) and cost.min() >= 0.0 and cost.max() == pytest.approx(2.0)
+    t = np.arange(n) * 0.02
+    spans = speech_spans(x, 0.0, paused_speech.duration)
+    inside = np.zeros(n, bool)
+    for a, b in spans:
+        inside |= (t >= a + 0.05) & (t < b - 0.05)
+    assert np.median(cost[inside]) > 4 * np.median(cost[~inside]) + 0.1
+    assert np.array_equal(onset_costs(x, 0.5, 10, 1.0), onset_costs(x, 0.5, 10, 1.0))
+    assert onset_costs(x[:100], 0.0, 5, 1.0).tolist() == [0.0] * 5  # shorter than one frame
 
 
 def test_calibration_and_evaluation_texts_are_disjoint():

@@ -348,6 +348,13 @@ def test_segments_of_the_wrong_type():
     expect(AlignmentError, lambda: la.align({"text": "x"}), "no 'segments' key")
 
 
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), "1"])
+def test_bad_onset_cost(value):
+    from lightning_align.align import AlignOptions
+
+    expect(AlignmentError, lambda: AlignOptions(onset_cost=value), "onset_cost", ">= 0")
+
+
 def test_segment_without_tokens_or_text(speech):
     expect(AlignmentError, lambda: la.align([{"start": 0.0, "end": 1.0}], audio=speech.audio),
            "segment 0", "neither 'tokens' nor 'text'")

@@ -301,6 +301,35 @@ def test_dtw_batch_equals_dtw(numba_threads):
     assert dtw_batch([]) == []
 
 
+def test_entry_costs_move_the_boundary_and_zero_costs_change_nothing(numba_threads):
+    """An entry cost is paid when the path enters a marked row at a frame: the boundary goes to
+    the cheap frame when the attention cannot tell; zero costs, or no marked row, give openai's
+    path bit for bit; dtw_batch with entries equals dtw with each."""
+    rng = np.random.default_rng(3)
+    flat = rng.standard_normal((2, 10)) * 1e-3  # attention without an opinion
+    cost = np.ones(10)
+    cost[6] = 0.0
+    ti, tj = dtw(flat, (np.array([False, True]), cost))
+    assert tj[np.argmax(ti == 1)] == 6
+    # a clear attention boundary (row 1 from frame 3) outweighs a small cost
+    clear = np.zeros((2, 10))
+    clear[0, :3], clear[1, 3:] = -1.0, -1.0
+    ti, tj = dtw(clear + flat, (np.array([False, True]), 0.2 * cost))
+    assert tj[np.argmax(ti == 1)] == 3
+    costs = [rng.standard_normal(s) for s in [(5, 30), (8, 40), (3, 9), (40, 200)]]
+    for c in costs:
+        assert_path_equal(dtw(c, (np.ones(len(c), bool), np.zeros(c.shape[1]))), dtw(c))
+        assert_path_equal(dtw(c, (np.zeros(len(c), bool), rng.random(c.shape[1]))), dtw(c))
+    entries = [(rng.random(len(c)) < 0.5, rng.random(c.shape[1])) for c in costs]
+    entries[2] = None
+    for g, c, e in zip(dtw_batch(costs, entries), costs, entries):
+        assert_path_equal(g, dtw(c, e))
+    with pytest.raises(ValueError, match=r"entries\[1\].*shape"):
+        dtw_batch(costs[:2], [None, (np.ones(3, bool), np.ones(40))])
+    with pytest.raises(ValueError, match="NaN or inf"):
+        dtw(costs[0], (np.ones(5, bool), np.full(30, np.nan)))
+
+
 def test_dtw_batch_names_the_bad_matrix(numba_threads):
     good = np.zeros((3, 4), np.float32)
     with pytest.raises(ValueError, match=r"costs\[2\].*NaN or inf"):

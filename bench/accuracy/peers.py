@@ -22,17 +22,20 @@ Words = list[tuple[str, float, float]]
 # The one-pass ablations: each correction alone on top of openai's DTW, then combined.
 ABLATIONS: dict[str, AlignOptions] = {
     "onepass plain (openai DTW on captured attention)": AlignOptions.plain(),
-    "+ anchors (decoded timestamps bound the DTW)": AlignOptions(False, False, True, False, dips=False),
-    "+ lag correction": AlignOptions(False, True, False, False, dips=False),
-    "+ calibrated heads": AlignOptions(True, False, False, False, dips=False),
-    "+ signal refinement": AlignOptions(False, False, False, True, dips=False),
-    "+ energy dips": AlignOptions(False, False, False, False, dips=True),
-    "+ heads + dips": AlignOptions(refine=False),
-    "+ heads + lag": AlignOptions(True, True, False, False, dips=False),
-    "+ heads + lag + refinement": AlignOptions(True, True, False, True, dips=False),
-    "+ heads + refinement": AlignOptions(dips=False),
-    "+ heads + lag + refinement + dips": AlignOptions(lag=True),
-    "+ heads + refinement + dips (default)": AlignOptions(),
+    "+ anchors (decoded timestamps bound the DTW)": AlignOptions(False, False, True, False, dips=False, onset_cost=0),
+    "+ lag correction": AlignOptions(False, True, False, False, dips=False, onset_cost=0),
+    "+ calibrated heads": AlignOptions(True, False, False, False, dips=False, onset_cost=0),
+    "+ signal refinement": AlignOptions(False, False, False, True, dips=False, onset_cost=0),
+    "+ energy dips": AlignOptions(False, False, False, False, dips=True, onset_cost=0),
+    "+ onset cost (word starts prefer quiet frames in the DTW)": AlignOptions(False, False, False, False, dips=False),
+    "+ heads + dips": AlignOptions(refine=False, onset_cost=0),
+    "+ heads + lag": AlignOptions(True, True, False, False, dips=False, onset_cost=0),
+    "+ heads + lag + refinement": AlignOptions(True, True, False, True, dips=False, onset_cost=0),
+    "+ heads + refinement": AlignOptions(dips=False, onset_cost=0),
+    "+ heads + refinement + onset cost": AlignOptions(dips=False),
+    "+ heads + lag + refinement + dips": AlignOptions(lag=True, onset_cost=0),
+    "+ heads + refinement + dips": AlignOptions(onset_cost=0),
+    "+ heads + refinement + dips + onset cost (default)": AlignOptions(),
 }
 
 
