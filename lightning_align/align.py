@@ -441,9 +441,16 @@ def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments
             _onepass_group(job, width, _model_of(job).tokenizer().eot, options)
     groups = list({id(job.group): job.group for job in jobs}.values())
     entries = None
+    # Transcripts of files remember their samples only by weak reference: hold them here until
+    # the refinement below has used them too, so each file is decoded once per call.
+    held = []
     if method == "onepass" and options.onset_cost > 0:
         job_of = {id(job.group): job for job in jobs}  # one group per job in one pass
-        entries = [_word_starts(job_of[id(g)], options, audio) for g in groups]
+        entries = []
+        for g in groups:
+            samples = _samples_for(job_of[id(g)], audio)
+            held.append(samples)
+            entries.append(_word_starts(job_of[id(g)], options, samples))
     paths = dtw_batch([-g.matrix.astype(np.float64) for g in groups], entries)
     entered = {}
     for group, (rows, cols) in zip(groups, paths):
@@ -487,15 +494,16 @@ def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments
     return out
 
 
-def _word_starts(job: _Job, options: AlignOptions, audio) -> tuple[np.ndarray, np.ndarray] | None:
+def _word_starts(job: _Job, options: AlignOptions, samples: np.ndarray | None
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The DTW entry for a one-pass job (`kernels.dtw`): the matrix rows where a word other
-    than the first begins, and what starting one at each frame costs (`refine.onset_costs`);
-    None without audio or text."""
-    samples = _samples_for(job, audio)
-    text = _text_of(job, _model_of(job).tokenizer().eot)
+    than the first begins, and what starting one at each frame of `samples` costs
+    (`refine.onset_costs`); None without samples or text."""
+    tok = _model_of(job).tokenizer()
+    text = _text_of(job, tok.eot)
     if samples is None or not text:
         return None
-    _, word_tokens = _model_of(job).tokenizer().split_to_word_tokens(list(text))
+    _, word_tokens = tok.split_to_word_tokens(list(text))
     firsts = np.cumsum([len(t) for t in word_tokens[:-1]], dtype=np.int64)
     rows = np.zeros(job.group.matrix.shape[0], bool)
     rows[job.rows_for_text[firsts]] = True

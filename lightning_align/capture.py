@@ -39,7 +39,7 @@ class AttentionProbe:
         self.frames = None if frames is None else np.asarray(frames, np.int32)
         self._order = sorted(self.layers)
         self._pending: dict[int, mx.array] = {}
-        self._steps: list[tuple[np.ndarray, mx.array, mx.array]] = []
+        self._steps: list[tuple[np.ndarray, mx.array]] = []  # (row ids, scores) per step
 
     def take(self, layer: int, scores: mx.array) -> None:
         """Receive (B, heads, 1, frames) scores of one layer for the current step."""
