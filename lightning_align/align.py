@@ -440,17 +440,20 @@ def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments
         if job.group is None:
             _onepass_group(job, width, _model_of(job).tokenizer().eot, options)
     groups = list({id(job.group): job.group for job in jobs}.values())
+    # Each job's samples, fetched once per call and held for its length: transcripts of files
+    # remember their samples only by weak reference, so the onset costs and the refinement
+    # below read the same decoded audio.
+    fetched: dict[int, np.ndarray | None] = {}
+
+    def samples_of(job: _Job) -> np.ndarray | None:
+        if id(job) not in fetched:
+            fetched[id(job)] = _samples_for(job, audio)
+        return fetched[id(job)]
+
     entries = None
-    # Transcripts of files remember their samples only by weak reference: hold them here until
-    # the refinement below has used them too, so each file is decoded once per call.
-    held = []
     if method == "onepass" and options.onset_cost > 0:
         job_of = {id(job.group): job for job in jobs}  # one group per job in one pass
-        entries = []
-        for g in groups:
-            samples = _samples_for(job_of[id(g)], audio)
-            held.append(samples)
-            entries.append(_word_starts(job_of[id(g)], options, samples))
+        entries = [_word_starts(job_of[id(g)], options, samples_of(job_of[id(g)])) for g in groups]
     paths = dtw_batch([-g.matrix.astype(np.float64) for g in groups], entries)
     entered = {}
     for group, (rows, cols) in zip(groups, paths):
@@ -481,7 +484,7 @@ def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments
                 last_speech = _decoded_bounds(previous, timings)[1] if isinstance(previous, dict) else 0.0
             timings, start, end = apply_heuristics(timings, start, end, last_speech)
         if (options.refine or options.dips) and timings:
-            samples = _samples_for(job, audio)
+            samples = samples_of(job)
             if samples is not None:
                 start, end = _refine(timings, samples, options, start, end)
         words = to_dicts(timings)
