@@ -39,12 +39,16 @@ def best(rows: list[dict]) -> dict[tuple, dict]:
     their median wall time added (`runs`, `median_wall_s`): GPU runs vary by +-15 %."""
     out: dict[tuple, dict] = {}
     walls: dict[tuple, list[float]] = defaultdict(list)
+    rounds: dict[tuple, dict[int, float]] = defaultdict(dict)
     for r in rows:
         key = (r["file"], r["audio_s"], r["system"], r.get("batch_size"), str(r.get("window_s", "")))
         walls[key].append(r["wall_s"])
+        if "round" in r:
+            rounds[key][r["round"]] = r["wall_s"]
         if key not in out or r["rtf"] > out[key]["rtf"]:
             out[key] = r
-    return {key: {**r, "runs": len(walls[key]), "median_wall_s": statistics.median(walls[key])}
+    return {key: {**r, "runs": len(walls[key]), "median_wall_s": statistics.median(walls[key]),
+                  "round_walls": rounds.get(key, {})}
             for key, r in out.items()}
 
 
@@ -72,7 +76,8 @@ def tables(rows: list[dict]) -> str:
                          f"{r['rtf']:.1f} | {vs_mw} | {vs_ow} | {r['words']} | {wer} |")
         overhead = _overheads(group)
         if overhead:
-            lines += ["", "Word-timestamp overhead (fastest run with words / without, same batch): "
+            lines += ["", "Word-timestamp overhead (fastest run with words / without, same batch; "
+                      "runs made in interleaved rounds are also paired round by round): "
                       + "; ".join(overhead)]
         lines.append("")
     return "\n".join(lines)
@@ -108,9 +113,22 @@ def _overheads(group: list[dict]) -> list[str]:
 
 
 def _pct(slow: dict, fast: dict) -> str:
-    """How much slower `slow` ran than `fast`: fastest against fastest, and the medians."""
-    return (f"{100 * (slow['wall_s'] / fast['wall_s'] - 1):+.0f} % (medians "
-            f"{100 * (slow['median_wall_s'] / fast['median_wall_s'] - 1):+.0f} %)")
+    """How much slower `slow` ran than `fast`: fastest against fastest, the medians, and, for
+    interleaved runs, the median of the per-round ratios (each pair ran minutes apart at most)."""
+    text = (f"{100 * (slow['wall_s'] / fast['wall_s'] - 1):+.0f} % (medians "
+            f"{100 * (slow['median_wall_s'] / fast['median_wall_s'] - 1):+.0f} %")
+    paired = paired_ratios(slow.get("round_walls", {}), fast.get("round_walls", {}))
+    if paired:
+        text += (f"; paired by round {100 * (statistics.median(paired) - 1):+.0f} %, "
+                 f"range {100 * (min(paired) - 1):+.0f} to {100 * (max(paired) - 1):+.0f} %, "
+                 f"{len(paired)} rounds")
+    return text + ")"
+
+
+def paired_ratios(slow: dict[int, float], fast: dict[int, float]) -> list[float]:
+    """Wall-time ratios slow/fast of the rounds both ran in (interleaved runs; see
+    `bench.throughput --interleave`)."""
+    return [slow[k] / fast[k] for k in sorted(slow.keys() & fast.keys())]
 
 
 def plot(rows: list[dict]) -> None:

@@ -4,6 +4,10 @@
 
 Runs each system on the same samples after one warm-up run, and prints one JSON object per
 measurement: system, audio seconds, wall seconds, realtime factor, words, batch size, machine.
+`--interleave` runs the systems in rounds (rows then carry `round`), so `bench.report` can pair
+each words run with the segment-only run of the same round: on hosts whose speed drifts by
++-15 % over minutes, back-to-back repeats of one system and then the other compare two moments
+of the machine as much as two systems.
 Works on CPU here and on the GPU machine (MLX CUDA build, PyTorch CUDA for openai-whisper).
 """
 
@@ -63,6 +67,10 @@ def main(argv=None) -> int:
                    "seconds or 'auto' (the library's default)")
     p.add_argument("--reference", default=None, help="text file of the spoken words: adds WER")
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--interleave", action="store_true",
+                   help="run the systems in rounds (each once per round, the order reversed every "
+                        "other round) instead of one system's repeats back to back: a host that "
+                        "drifts over minutes then slows both sides of a comparison alike")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
@@ -107,25 +115,35 @@ def main(argv=None) -> int:
             else:
                 raise SystemExit(f"unknown system {name}")
 
-    for name, settings, run in runners():
+    cases = list(runners())
+    if args.interleave:
+        schedule = [(r, case) for r in range(args.repeat)
+                    for case in (cases if r % 2 == 0 else cases[::-1])]
+    else:
+        schedule = [(r, case) for case in cases for r in range(args.repeat)]
+    warm: set[int] = set()
+    for round_, (name, settings, run) in schedule:
         batch, window = settings if isinstance(settings, tuple) else (settings, None)
-        run()  # warm-up: compilation, caches, first-call costs
-        for _ in range(args.repeat):
-            r = run()
-            row = {"system": name, "batch_size": batch, "audio_s": round(audio_s, 2),
-                   "wall_s": round(r.wall_s, 4), "rtf": round(audio_s / r.wall_s, 2),
-                   "segments": len(r.segments), "words": r.words, "model": wm.name,
-                   "time": time.time(), **info}
-            if name.startswith("lightning"):
-                row["window_s"] = window if window is not None else "auto"
-            if reference is not None:
-                text = " ".join(s["text"] if isinstance(s, dict) else s.text for s in r.segments)
-                row["wer"] = round(word_error_rate(" ".join([reference] * args.tile), text), 4)
-            line = json.dumps(row)
-            print(line, flush=True)
-            if out:
-                out.write(line + "\n")
-                out.flush()
+        if id(run) not in warm:
+            run()  # warm-up: compilation, caches, first-call costs
+            warm.add(id(run))
+        r = run()
+        row = {"system": name, "batch_size": batch, "audio_s": round(audio_s, 2),
+               "wall_s": round(r.wall_s, 4), "rtf": round(audio_s / r.wall_s, 2),
+               "segments": len(r.segments), "words": r.words, "model": wm.name,
+               "time": time.time(), **info}
+        if args.interleave:
+            row["round"] = round_
+        if name.startswith("lightning"):
+            row["window_s"] = window if window is not None else "auto"
+        if reference is not None:
+            text = " ".join(s["text"] if isinstance(s, dict) else s.text for s in r.segments)
+            row["wer"] = round(word_error_rate(" ".join([reference] * args.tile), text), 4)
+        line = json.dumps(row)
+        print(line, flush=True)
+        if out:
+            out.write(line + "\n")
+            out.flush()
     return 0
 
 
