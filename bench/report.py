@@ -39,12 +39,12 @@ def best(rows: list[dict]) -> dict[tuple, dict]:
     their median wall time added (`runs`, `median_wall_s`): GPU runs vary by +-15 %."""
     out: dict[tuple, dict] = {}
     walls: dict[tuple, list[float]] = defaultdict(list)
-    rounds: dict[tuple, dict[int, float]] = defaultdict(dict)
+    rounds: dict[tuple, dict[tuple, float]] = defaultdict(dict)
     for r in rows:
         key = (r["file"], r["audio_s"], r["system"], r.get("batch_size"), str(r.get("window_s", "")))
         walls[key].append(r["wall_s"])
         if "round" in r:
-            rounds[key][r["round"]] = r["wall_s"]
+            rounds[key][(r.get("invocation"), r["round"])] = r["wall_s"]
         if key not in out or r["rtf"] > out[key]["rtf"]:
             out[key] = r
     return {key: {**r, "runs": len(walls[key]), "median_wall_s": statistics.median(walls[key]),
@@ -125,9 +125,9 @@ def _pct(slow: dict, fast: dict) -> str:
     return text + ")"
 
 
-def paired_ratios(slow: dict[int, float], fast: dict[int, float]) -> list[float]:
-    """Wall-time ratios slow/fast of the rounds both ran in (interleaved runs; see
-    `bench.throughput --interleave`)."""
+def paired_ratios(slow: dict[tuple, float], fast: dict[tuple, float]) -> list[float]:
+    """Wall-time ratios slow/fast of the rounds, keyed (invocation, round), that both ran in
+    (interleaved runs; see `bench.throughput --interleave`)."""
     return [slow[k] / fast[k] for k in sorted(slow.keys() & fast.keys())]
 
 

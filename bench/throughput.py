@@ -121,6 +121,7 @@ def main(argv=None) -> int:
                     for case in (cases if r % 2 == 0 else cases[::-1])]
     else:
         schedule = [(r, case) for case in cases for r in range(args.repeat)]
+    invocation = round(time.time(), 3)  # tells this call's rounds from another's in one file
     warm: set[int] = set()
     for round_, (name, settings, run) in schedule:
         batch, window = settings if isinstance(settings, tuple) else (settings, None)
@@ -133,7 +134,7 @@ def main(argv=None) -> int:
                "segments": len(r.segments), "words": r.words, "model": wm.name,
                "time": time.time(), **info}
         if args.interleave:
-            row["round"] = round_
+            row["round"], row["invocation"] = round_, invocation
         if name.startswith("lightning"):
             row["window_s"] = window if window is not None else "auto"
         if reference is not None:

@@ -450,10 +450,21 @@ def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments
             fetched[id(job)] = _samples_for(job, audio)
         return fetched[id(job)]
 
+    # Each job's text split into words once: the onset costs' rows and the words both need it.
+    splits: dict[int, tuple[list[int], tuple[list[str], list[list[int]]]]] = {}
+
+    def split_of(job: _Job) -> tuple[list[int], tuple[list[str], list[list[int]]]]:
+        if id(job) not in splits:
+            tok = _model_of(job).tokenizer()
+            text = _text_of(job, tok.eot)
+            splits[id(job)] = (text, tok.split_to_word_tokens(list(text)) if text else ([], []))
+        return splits[id(job)]
+
     entries = None
     if method == "onepass" and options.onset_cost > 0:
         job_of = {id(job.group): job for job in jobs}  # one group per job in one pass
-        entries = [_word_starts(job_of[id(g)], options, samples_of(job_of[id(g)])) for g in groups]
+        entries = [_word_starts(job_of[id(g)], options, samples_of(job_of[id(g)]),
+                                split_of(job_of[id(g)])[1][1]) for g in groups]
     paths = dtw_batch([-g.matrix.astype(np.float64) for g in groups], entries)
     entered = {}
     for group, (rows, cols) in zip(groups, paths):
@@ -464,11 +475,10 @@ def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments
         entered[id(group)] = group.frame0_s + first / TOKENS_PER_SECOND
     out = []
     for job in jobs:
-        tok = _model_of(job).tokenizer()
         enter = entered[id(job.group)]
-        text = _text_of(job, tok.eot)
-        timings = word_timings(tok, text, np.exp(job.token_logprobs),
-                               enter[job.rows_for_text[:-1]], enter[job.rows_for_text[-1]])
+        text, split = split_of(job)
+        timings = word_timings(_model_of(job).tokenizer(), text, np.exp(job.token_logprobs),
+                               enter[job.rows_for_text[:-1]], enter[job.rows_for_text[-1]], split)
         seg = job.segment
         start, end = _decoded_bounds(seg, timings)
         if options.lag and timings:
@@ -497,16 +507,14 @@ def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments
     return out
 
 
-def _word_starts(job: _Job, options: AlignOptions, samples: np.ndarray | None
-                 ) -> tuple[np.ndarray, np.ndarray] | None:
+def _word_starts(job: _Job, options: AlignOptions, samples: np.ndarray | None,
+                 word_tokens: list[list[int]]) -> tuple[np.ndarray, np.ndarray] | None:
     """The DTW entry for a one-pass job (`kernels.dtw`): the matrix rows where a word other
-    than the first begins, and what starting one at each frame of `samples` costs
-    (`refine.onset_costs`); None without samples or text."""
-    tok = _model_of(job).tokenizer()
-    text = _text_of(job, tok.eot)
-    if samples is None or not text:
+    than the first begins (`word_tokens`: the job's text tokens split into words), and what
+    starting one at each frame of `samples` costs (`refine.onset_costs`); None without samples
+    or text."""
+    if samples is None or not word_tokens:
         return None
-    _, word_tokens = tok.split_to_word_tokens(list(text))
     firsts = np.cumsum([len(t) for t in word_tokens[:-1]], dtype=np.int64)
     rows = np.zeros(job.group.matrix.shape[0], bool)
     rows[job.rows_for_text[firsts]] = True

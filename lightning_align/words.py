@@ -23,15 +23,18 @@ class WordTiming:
 
 
 def word_timings(tokenizer, text_tokens: list[int], token_probs: np.ndarray,
-                 token_starts: np.ndarray, token_end: float) -> list[WordTiming]:
+                 token_starts: np.ndarray, token_end: float,
+                 split: tuple[list[str], list[list[int]]] | None = None) -> list[WordTiming]:
     """Group tokens into words and time them.
 
     `token_starts[k]` is the time (s) at which text token k begins, `token_end` the time the last
-    token ends; a word spans from its first token's start to the next word's start.
+    token ends; a word spans from its first token's start to the next word's start. `split`:
+    `tokenizer.split_to_word_tokens(text_tokens)` when the caller already has it.
     """
     if not text_tokens:
         return []
-    words, word_tokens = tokenizer.split_to_word_tokens(list(text_tokens))
+    words, word_tokens = split if split is not None else tokenizer.split_to_word_tokens(
+        list(text_tokens))
     boundaries = np.cumsum([0] + [len(t) for t in word_tokens])
     starts = np.append(np.asarray(token_starts, np.float64), token_end).tolist()
     # per-word mean probability from one cumulative sum, not one np.mean per word

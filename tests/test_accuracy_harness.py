@@ -7,8 +7,8 @@ import pytest
 
 from bench.accuracy import metrics
 from bench.accuracy.metrics import TimedWord, score
-from lightning_align.refine import (Envelope, RefineOptions, fine_levels, onset_costs, snap_to_dips,
-                                    snap_words, speech_spans)
+from lightning_align.refine import (Envelope, RefineOptions, fine_levels, onset_costs, percentile,
+                                    snap_to_dips, snap_words, speech_spans)
 from lightning_align.synth import concatenate, synthesize
 
 REF = [TimedWord("the", 0.50, 0.62), TimedWord("quick", 0.62, 0.95), TimedWord("brown", 0.95, 1.30),
@@ -212,6 +212,17 @@ def test_onset_costs_are_low_in_pauses_and_high_in_speech(paused_speech):
     assert np.median(cost[inside]) > 4 * np.median(cost[~inside]) + 0.1
     assert np.array_equal(onset_costs(x, 0.5, 10, 1.0), onset_costs(x, 0.5, 10, 1.0))
     assert onset_costs(x[:100], 0.0, 5, 1.0).tolist() == [0.0] * 5  # shorter than one frame
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 751])
+def test_percentile_equals_numpy(paused_speech, n):
+    """The onset costs' floor: numpy's default percentile, bit for bit, on real levels (ties
+    included) and on random values, for the quantiles the options allow."""
+    db = Envelope(paused_speech.audio).db.astype(np.float64)
+    rng = np.random.default_rng(n)
+    for x in (db[:n], np.round(db[-n:]), rng.standard_normal(n) * 20):
+        for q in (0.0, 5.0, 12.5, 50.0, 99.0, 100.0):
+            assert percentile(x, q) == np.percentile(x, q)
 
 
 def test_calibration_and_evaluation_texts_are_disjoint():
