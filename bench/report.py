@@ -172,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
                        "speech; the 1814-1818 s rows tile the 454 s recording 4x). Greedy decoding with "
                        "temperature fallback for all; wall time after one warm-up run; `wall s` and "
                        "`x realtime` are the fastest of the runs, whose number and median follow. "
+                       "Files from 2026-12-01 on (`gpu-h200-15*`, `cpu-2core-5`) ran the systems "
+                       "in interleaved rounds (`--interleave`): their overheads are also given "
+                       "paired round by round, the figure to trust on hosts that drift. "
                        "Regenerate: `python -m bench.report`.", "",
                        tables(rows), f"![x realtime vs audio length]({PLOT.name})", END])
     text = DOC.read_text() if DOC.exists() else ""

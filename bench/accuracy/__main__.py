@@ -22,11 +22,12 @@ def main(argv: list[str]) -> None:
     for name in args.models.split(","):
         parts.append(report(None if name == "tiny.en" else name, not args.no_peers, log))
         print(parts[-1], flush=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
     text = ("Regenerate: `python -m bench.accuracy --models tiny.en,base --write docs/benchmarks.md` "
-            "(see docs/accuracy.md).\n\n" + "\n".join(parts))
+            f"(see docs/accuracy.md). Measured {datetime.date.today()} at commit {commit}, the "
+            "peers in the same run.\n\n" + "\n".join(parts))
     if args.no_peers:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
         text = (f"Regenerate: `python -m bench.accuracy --write docs/benchmarks.md` (with the peers; "
                 f"`--no-peers` runs ours only and keeps the peers' rows already in the file; see "
                 f"docs/accuracy.md). Our rows measured {datetime.date.today()} at commit {commit}; "

@@ -13,8 +13,8 @@ from . import datasets, metrics, peers
 
 BEGIN, END = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
 HEADER = ("| system | matched / ref (ins) | start MAE ms | start ≤20/50/100/200 ms % | start lag ms "
-          "| end MAE ms | end ≤50/200 ms % | end lag ms | F1@20 / F1@50 (starts) | bad spans "
-          "| in >1 s silence |\n|---|---|---|---|---|---|---|---|---|---|---|")
+          "| end MAE ms | end ≤20/50/100/200 ms % | end lag ms | F1@20 / F1@50 (starts) | F1@20 / F1@50 (ends) "
+          "| bad spans | in >1 s silence |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def row(name: str, s: metrics.Scores, in_silence: int | str = "") -> str:
@@ -22,8 +22,9 @@ def row(name: str, s: metrics.Scores, in_silence: int | str = "") -> str:
     pct = lambda d, ts: "/".join(f"{100 * d[t]:.0f}" for t in ts)  # noqa: E731
     return (f"| {name} | {s.matched} / {s.n_ref} ({s.inserted}) | {st.mae_ms:.0f} | "
             f"{pct(st.within, (20, 50, 100, 200))} | {st.mean_signed_ms:+.0f} | {en.mae_ms:.0f} | "
-            f"{pct(en.within, (50, 200))} | {en.mean_signed_ms:+.0f} | "
-            f"{st.f1[20]:.2f} / {st.f1[50]:.2f} | {s.bad_spans} | {in_silence} |")
+            f"{pct(en.within, (20, 50, 100, 200))} | {en.mean_signed_ms:+.0f} | "
+            f"{st.f1[20]:.2f} / {st.f1[50]:.2f} | {en.f1[20]:.2f} / {en.f1[50]:.2f} | "
+            f"{s.bad_spans} | {in_silence} |")
 
 
 def run_set(clips, wm, peer_list, log=print) -> dict[str, list]:
