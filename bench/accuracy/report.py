@@ -13,8 +13,9 @@ from . import datasets, metrics, peers
 
 BEGIN, END = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
 HEADER = ("| system | matched / ref (ins) | start MAE ms | start ≤20/50/100/200 ms % | start lag ms "
-          "| end MAE ms | end ≤20/50/100/200 ms % | end lag ms | F1@20 / F1@50 (starts) | F1@20 / F1@50 (ends) "
-          "| bad spans | in >1 s silence |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| end MAE ms | end ≤20/50/100/200 ms % | end lag ms | F1@20 / F1@50 (starts) "
+          "| F1@20 / F1@50 (ends) | bad spans | in >1 s silence |"
+          "\n|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def row(name: str, s: metrics.Scores, in_silence: int | str = "") -> str:
