@@ -5,7 +5,9 @@
 
 Each case transcribes generated speech (`synth.long_speech`, seed 11) of the given length once
 per round after a warm-up; `extra_info` records the audio length, realtime factor and machine.
-`python -m bench.report` turns the JSON into the tables and plot of docs/benchmarks.md.
+`test_word_overhead_paired` runs segment-only and words in each round and records their ratios.
+This suite reports through pytest-benchmark (its table, `--benchmark-json`); the tables and plot
+of docs/benchmarks.md come from `python -m bench.throughput`'s JSON lines (`python -m bench.report`).
 """
 
 from __future__ import annotations
@@ -59,6 +61,29 @@ def test_lightning_capture(benchmark, speech, model):
 def test_lightning_words(benchmark, speech, model):
     benchmark.group = f"{len(speech) / 960000:g}min"
     _run(benchmark, lambda: systems.lightning(speech, model=model, words=True), speech)
+
+
+def test_word_overhead_paired(benchmark, speech, model):
+    """Word timestamps over segment-only, paired: each round runs both (the order alternating),
+    so a host that drifts slows both alike; `extra_info` has every round's ratio and their
+    median (`paired_overhead`, 0.18 = 18 % slower with words). Rounds: max(2, BENCH_ROUNDS)."""
+    benchmark.group = f"{len(speech) / 960000:g}min paired"
+    segments = lambda: systems.lightning(speech, model=model)  # noqa: E731
+    words = lambda: systems.lightning(speech, model=model, words=True)  # noqa: E731
+    segments(), words()  # warm-up: compilation, caches
+    ratios: list[float] = []
+
+    def one_round():
+        walls = {}
+        for name, fn in ((("s", segments), ("w", words)) if len(ratios) % 2 == 0
+                         else (("w", words), ("s", segments))):
+            walls[name] = fn().wall_s
+        ratios.append(walls["w"] / walls["s"])
+        return walls
+
+    benchmark.pedantic(one_round, rounds=max(2, ROUNDS), iterations=1)
+    benchmark.extra_info.update(audio_s=len(speech) / 16000, paired_ratios=ratios,
+                                paired_overhead=float(np.median(ratios)) - 1, **machine())
 
 
 @pytest.mark.parametrize("percent", [1, 10, 100])
