@@ -10,7 +10,7 @@ median filter over frames -> mean over heads (`kernels.alignment_matrix`, as ope
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -33,6 +33,7 @@ MAX_WINDOW_S = 30.0
 MAX_TOKEN_ID = 51866  # the largest Whisper vocabulary (large-v3)
 PLAIN_MARGIN_S = 1.0  # audio around a plain {"start", "end", "text"} segment for its forced pass
 
+T = TypeVar("T")
 Which = Any  # None | "all" | int | slice | Iterable[int] | Callable[[dict], bool]
 
 
@@ -442,29 +443,18 @@ def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments
     groups = list({id(job.group): job.group for job in jobs}.values())
     # Each job's samples, fetched once per call and held for its length: transcripts of files
     # remember their samples only by weak reference, so the onset costs and the refinement
-    # below read the same decoded audio.
-    fetched: dict[int, np.ndarray | None] = {}
-
-    def samples_of(job: _Job) -> np.ndarray | None:
-        if id(job) not in fetched:
-            fetched[id(job)] = _samples_for(job, audio)
-        return fetched[id(job)]
-
-    # Each job's text split into words once: the onset costs' rows and the words both need it.
-    splits: dict[int, tuple[list[int], tuple[list[str], list[list[int]]]]] = {}
-
-    def split_of(job: _Job) -> tuple[list[int], tuple[list[str], list[list[int]]]]:
-        if id(job) not in splits:
-            tok = _model_of(job).tokenizer()
-            text = _text_of(job, tok.eot)
-            splits[id(job)] = (text, tok.split_to_word_tokens(list(text)) if text else ([], []))
-        return splits[id(job)]
-
+    # below read the same decoded audio. Each job's text is split into words once too: the
+    # onset costs' rows and the words both need it.
+    samples_of = _once_per_job(lambda job: _samples_for(job, audio))
+    split_of = _once_per_job(_split_text)
     entries = None
     if method == "onepass" and options.onset_cost > 0:
         job_of = {id(job.group): job for job in jobs}  # one group per job in one pass
-        entries = [_word_starts(job_of[id(g)], options, samples_of(job_of[id(g)]),
-                                split_of(job_of[id(g)])[1][1]) for g in groups]
+        entries = []
+        for g in groups:
+            job = job_of[id(g)]
+            _, (_, word_tokens) = split_of(job)
+            entries.append(_word_starts(job, options, samples_of(job), word_tokens))
     paths = dtw_batch([-g.matrix.astype(np.float64) for g in groups], entries)
     entered = {}
     for group, (rows, cols) in zip(groups, paths):
@@ -505,6 +495,24 @@ def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments
         out.append(Alignment(job.index, method, g.matrix, g.row_tokens, g.path, g.frame0_s, words,
                              g.weights, g.heads))
     return out
+
+
+def _once_per_job(fn: Callable[[_Job], T]) -> Callable[[_Job], T]:
+    """`fn`, computed once per job (a `_Job` hashes by identity) for one `_solve` call."""
+    memo: dict[_Job, T] = {}
+
+    def get(job: _Job) -> T:
+        if job not in memo:
+            memo[job] = fn(job)
+        return memo[job]
+    return get
+
+
+def _split_text(job: _Job) -> tuple[list[int], tuple[list[str], list[list[int]]]]:
+    """(text tokens, (words, their tokens)) of a job's segment."""
+    tok = _model_of(job).tokenizer()
+    text = _text_of(job, tok.eot)
+    return text, tok.split_to_word_tokens(list(text)) if text else ([], [])
 
 
 def _word_starts(job: _Job, options: AlignOptions, samples: np.ndarray | None,
