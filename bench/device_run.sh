@@ -16,7 +16,7 @@ audio=${AUDIO:-.benchdata/speech450.npy}
 ref=${REF:-${audio%.npy}.txt}
 refarg=(); [ -f "$ref" ] && refarg=(--reference "$ref")
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-if [ -n "${BREAK:-1}" ]; then
+if [ -n "${BREAK-1}" ]; then  # BREAK= (empty) skips the breakdown
   for w in ${BREAK_WINDOWS:-30 auto}; do
     warg=(); [ "$w" != auto ] && warg=(--window-s "$w")
     python3 -m bench.breakdown "$audio" "${warg[@]}" 2>&1 | sed "s/^{/{\"window_s\": \"$w\", /" | tee -a "$OUT/breakdown.jsonl"

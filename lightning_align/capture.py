@@ -1,13 +1,18 @@
 """Capture the alignment heads' cross-attention while the batched decoder runs.
 
-The decoder calls `take(layer, scores)` for the layers it is told about; the probe keeps, per
-decoding step, the scores of the curated alignment heads only, for the rows still decoding. It
-stores *scores* (q.k / sqrt(d)) minus their row maximum, in float16, not softmax weights: the
-alignment stage standardizes every (head, token) row over frames, which cancels the softmax's
-per-row normalizer exactly, so the softmax runs later and only for segments someone aligns.
-Subtracting the maximum first keeps float16 precise where it matters (near the peak). The
-normalizers themselves are computed once per batch, when the steps are collected (`per_row`):
-in the step they were extra reductions on the decoder's critical path, every token.
+The decoder hands the probe, for the layers it is told about, the curated alignment heads'
+scaled cross-attention *queries* of each step (B, heads, 64): keeping them is all a decoding
+step does for word timing. A step's attention scores are those queries against the window's
+cross-attention keys, which are fixed for the whole decode; so the scores of every step are
+computed at once, one (steps x 64) @ (64 x frames) product per row and head, when the batch is
+collected (`per_row`). On a GPU this takes the probe off the step's critical path, where a
+(B, heads, frames) product, its row maximum and a float16 copy each step had cost more than
+the product of all steps together.
+
+The probe keeps *scores* (q.k / sqrt(d)) minus their row maximum, in float16, and each row's
+softmax log-normalizer over the window's audio frames, so `exp(scores - log_norm)` are exactly
+the softmax weights openai-whisper computes, and the softmax runs only for segments someone
+aligns. Subtracting the maximum first keeps float16 precise where it matters (near the peak).
 """
 
 from __future__ import annotations
@@ -31,50 +36,113 @@ class AttentionProbe:
     """Collects (tokens x heads x frames) alignment-head scores, and their softmax normalizers,
     for each row of a batch. `frames[row]`: the row's audio frames (default: all 1500)."""
 
-    all_positions = False
-
     def __init__(self, pairs: tuple[tuple[int, int], ...], frames: np.ndarray | None = None):
         self.pairs = tuple(sorted(pairs))
         self.layers = _layers(self.pairs)
         self.frames = None if frames is None else np.asarray(frames, np.int32)
         self._order = sorted(self.layers)
         self._pending: dict[int, mx.array] = {}
-        self._steps: list[tuple[np.ndarray, mx.array]] = []  # (row ids, scores) per step
+        self._keys: dict[int, mx.array] = {}  # layer -> (B, heads, D, frames), the batch's rows
+        self._steps: list[tuple[np.ndarray, mx.array]] = []  # (row ids, queries) per step
 
-    def take(self, layer: int, scores: mx.array) -> None:
-        """Receive (B, heads, 1, frames) scores of one layer for the current step."""
-        self._pending[layer] = scores
+    def take(self, layer: int, queries: mx.array, keys: mx.array) -> None:
+        """Receive one layer's scaled queries (B, heads, L, D) of the current step, and the
+        batch's keys (B, heads, D, frames) for those heads; only the last position is kept."""
+        self._pending[layer] = queries[:, :, -1, :]
+        self._keys.setdefault(layer, keys)
 
     def end_step(self, rows: np.ndarray) -> list[mx.array]:
         """Close a step whose batch rows are `rows` (original row ids); returns the lazy arrays to
         evaluate together with the step's logits."""
-        scores = mx.concatenate([self._pending[layer][:, :, -1, :] for layer in self._order], axis=1)
-        scores = peak_relative(scores)
-        self._steps.append((rows.copy(), scores))
+        queries = mx.concatenate([self._pending[layer] for layer in self._order], axis=1)
+        self._steps.append((rows.copy(), queries))
         self._pending.clear()
-        return [scores]
+        return [queries]
 
-    def record(self, rows: np.ndarray, alive: np.ndarray, scores: mx.array) -> None:
-        """Keep one compiled step's (B, heads, frames) scores (`peak_relative`); rows not
-        `alive` (finished, still in the batch) are dropped when the steps are collected."""
-        self._steps.append((np.where(alive, rows, -1), scores))
+    def record(self, rows: np.ndarray, alive: np.ndarray, queries: mx.array) -> None:
+        """Keep one compiled step's (B, heads, D) scaled queries; rows not `alive` (finished,
+        still in the batch) are dropped when the steps are collected."""
+        self._steps.append((np.where(alive, rows, -1), queries))
 
-    def per_row(self, n_rows: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """-> for each original row, its (steps, heads, frames) float16 scores and (steps, heads)
-        float32 log-normalizers over the row's frames, in step order."""
+    def per_row(self, n_rows: int) -> tuple[list[RowScores], list[np.ndarray]]:
+        """-> for each original row, its (steps, heads, frames) float16 scores (`RowScores`, on
+        the device until cut) and (steps, heads) float32 log-normalizers over the row's frames,
+        in step order."""
         if not self._steps:
-            return ([np.zeros((0, len(self.pairs), 0), np.float16) for _ in range(n_rows)],
+            empty = mx.zeros((0, len(self.pairs), 0), mx.float16)
+            return ([RowScores(empty, 0, 0) for _ in range(n_rows)],
                     [np.zeros((0, len(self.pairs)), np.float32) for _ in range(n_rows)])
         row_ids = np.concatenate([r for r, _ in self._steps])
         live = np.flatnonzero(row_ids >= 0)
         sorted_ids = live[np.argsort(row_ids[live], kind="stable")]
-        cuts = np.cumsum(np.bincount(row_ids[live], minlength=n_rows))[:-1]
-        # Sorted into rows on the device, then one device-to-host copy for the whole batch: a
-        # sort on the host would copy the batch's attention (~300 MB for 64 windows) once more.
-        stacked = mx.take(mx.concatenate([s for _, s in self._steps], axis=0), mx.array(sorted_ids), axis=0)
+        counts = np.bincount(row_ids[live], minlength=n_rows)
+        cuts = np.cumsum(counts)[:-1]
+        queries = mx.take(mx.concatenate([q for _, q in self._steps], axis=0),
+                          mx.array(sorted_ids), axis=0)  # (N, heads, D), sorted into rows
+        keys = mx.concatenate([self._keys[layer] for layer in self._order], axis=1)
+        stacked = peak_relative(row_scores(queries, keys, counts))
         frames = None if self.frames is None else mx.array(self.frames[row_ids[sorted_ids]])
         norms = log_normalizers(stacked, frames)
-        return np.split(np.asarray(stacked), cuts), np.split(np.asarray(norms), cuts)
+        mx.eval(stacked, norms)
+        starts = np.concatenate([[0], cuts]).tolist()
+        return ([RowScores(stacked, a, n) for a, n in zip(starts, counts.tolist())],
+                np.split(np.asarray(norms), cuts))
+
+
+class RowScores:
+    """One window's captured scores (steps, heads, frames) float16, left where the batch's
+    scores were computed (the GPU) until the parts that segments keep are cut out: copying the
+    whole batch to the host moved ~4x the bytes the segments need (a segment keeps its own
+    frames and a margin, not all 1500), and on CUDA's managed memory the host's cutting then
+    migrated every page of the batch."""
+
+    __slots__ = ("_scores", "_start", "shape")
+
+    def __init__(self, scores: mx.array, start: int, n: int):
+        self._scores, self._start = scores, start
+        self.shape = (n,) + tuple(scores.shape[1:])
+
+    def part(self, r0: int, r1: int, f0: int, f1: int) -> mx.array:
+        """Steps [r0, r1) and frames [f0, f1), (steps, heads, frames): lazy, on the device."""
+        return self._scores[self._start + r0 : self._start + r1, :, f0:f1]
+
+    def cut(self, boxes: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
+        """Boxes (first step, end step, first frame, end frame) -> their float16 scores on the
+        host (`to_host`)."""
+        return to_host([self.part(*box) for box in boxes])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        rows = np.array(self._scores[self._start : self._start + self.shape[0]])
+        return rows if dtype is None else rows.astype(dtype)
+
+
+def to_host(parts: list[mx.array]) -> list[np.ndarray]:
+    """Device arrays -> host arrays with memory of their own, gathered on the device into one
+    buffer first: one synchronization and one transfer for all, however many parts (each
+    transfer waits for the device and, on CUDA's managed memory, faults its pages over)."""
+    if not parts:
+        return []
+    flat = mx.concatenate([p.reshape(-1) for p in parts]) if len(parts) > 1 else parts[0].reshape(-1)
+    host = np.asarray(flat)
+    out, at = [], 0
+    for p in parts:
+        size = int(np.prod(p.shape))
+        out.append(np.array(host[at : at + size].reshape(p.shape)))  # own memory, not a view
+        at += size
+    return out
+
+
+def row_scores(queries: mx.array, keys: mx.array, counts: np.ndarray) -> mx.array:
+    """Scores of queries sorted into rows, (N, heads, D) with `counts[b]` consecutive ones
+    from row b, against each row's keys (B, heads, D, frames) -> (N, heads, frames): one
+    batched (heads) product per row."""
+    parts, start = [], 0
+    for row, n in enumerate(counts.tolist()):
+        if n:
+            q = queries[start : start + n].swapaxes(0, 1)  # (heads, n, D)
+            parts.append((q @ keys[row]).swapaxes(0, 1))
+            start += n
+    return parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=0)
 
 
 class CapturedAttention:
@@ -145,16 +213,14 @@ def scores_and_normalizers(scores: mx.array, frames: mx.array | None) -> tuple[m
 class ForcedProbe:
     """Collects alignment-head scores for every position of one forced decoder pass."""
 
-    all_positions = True
-
     def __init__(self, pairs: tuple[tuple[int, int], ...]):
         self.pairs = tuple(sorted(pairs))
         self.layers = _layers(self.pairs)
         self._order = sorted(self.layers)
         self._scores: dict[int, mx.array] = {}
 
-    def take(self, layer: int, scores: mx.array) -> None:
-        self._scores[layer] = scores
+    def take(self, layer: int, queries: mx.array, keys: mx.array) -> None:
+        self._scores[layer] = queries @ keys
 
     def result(self) -> mx.array:
         """(B, heads, positions, frames) float32 scores, heads in `pairs` order."""

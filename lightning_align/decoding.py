@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import gpu_available, mx
-from .capture import AttentionProbe
+from .capture import AttentionProbe, RowScores
 from .errors import DecodingError
 from .kernels.logits import select_tokens
 from .model import CompiledStep, DecoderState
@@ -76,7 +76,8 @@ class DecodingOptions:
 class WindowResult:
     """The accepted decode of one window. `tokens` are the sampled tokens (text and timestamps),
     without the start sequence and end-of-text. `attention`, when captured, has one row per
-    sampled token plus one for the end-of-text prediction: (rows, heads, 1500 frames) float16."""
+    sampled token plus one for the end-of-text prediction: (rows, heads, 1500 frames) float16,
+    kept on the device until `RowScores.cut` copies the parts segments keep."""
 
     tokens: tuple[int, ...]
     token_logprobs: np.ndarray
@@ -86,7 +87,7 @@ class WindowResult:
     compression_ratio: float
     temperature: float
     language: str
-    attention: np.ndarray | None = field(default=None, repr=False)
+    attention: RowScores | None = field(default=None, repr=False)
     # (rows, heads) softmax log-normalizers of `attention` over the audio frames given to
     # `decode_batch` (all 1500 frames if none were)
     log_norm: np.ndarray | None = field(default=None, repr=False)

@@ -4,8 +4,8 @@ Parameter names follow `mlx_whisper.whisper.Whisper`, so the same weights load i
 differs is the forward pass: attention uses MLX's fused `scaled_dot_product_attention`, the
 decoder's self-attention keys/values live in a preallocated cache, and the cross-attention keys and
 values of a batch of windows are computed once per batch. The model knows nothing about word
-timing: a decoding step accepts an optional `probe`, and only when one is given does it compute
-the cross-attention scores of the heads the probe asks for (see `capture.py`).
+timing: a decoding step accepts an optional `probe`, and only when one is given does it hand over
+the cross-attention queries of the heads the probe asks for (see `capture.py`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from functools import partial
 import mlx.nn as nn
 
 from .backend import mx
-from .capture import peak_relative
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,8 @@ class DecoderState:
             shape = (b, decoder.n_head, decoder.n_ctx, decoder.n_state // decoder.n_head)
             self.keys.append(mx.zeros(shape, dtype=dtype))
             self.values.append(mx.zeros(shape, dtype=dtype))
-        # Keys of the probed heads, gathered and transposed once per batch, not once per step.
+        # Keys of the probed heads, gathered and transposed once per batch, for the batch's
+        # original rows: `select` leaves them, the probe scores all steps against them at the end.
         self.probe_keys = {
             layer: self.cross[layer][0][:, heads].swapaxes(-1, -2)
             for layer, heads in sorted((probe_layers or {}).items())
@@ -137,7 +137,6 @@ class DecoderState:
         self.cross = [(k[rows], v[rows]) for k, v in self.cross]
         self.keys = [k[rows] for k in self.keys]
         self.values = [v[rows] for v in self.values]
-        self.probe_keys = {layer: k[rows] for layer, k in self.probe_keys.items()}
 
 
 class TextDecoder(nn.Module):
@@ -156,10 +155,10 @@ class TextDecoder(nn.Module):
         """Run tokens (B, L) at positions state.offset.. and return logits (B, P, vocab) float32
         for the P requested positions (indices into the L new tokens; default: the last).
 
-        `probe`, when given, wants the cross-attention scores of some heads: `probe.layers` maps a
-        layer index to head indices and `probe.take(layer, scores)` receives (B, heads, L or 1,
-        frames) for every position if `probe.all_positions`, else the last. Without a probe no
-        attention weights are computed at all: attention runs fused.
+        `probe`, when given, wants the cross-attention of some heads: `probe.layers` maps a
+        layer index to head indices and `probe.take(layer, queries, keys)` receives their scaled
+        queries (B, heads, L, D) and keys (B, heads, D, frames), so that `queries @ keys` are
+        the attention scores at every new position. Attention itself always runs fused.
         """
         t0, length = state.offset, tokens.shape[1]
         x = self.token_embedding(tokens) + self.positional_embedding[t0 : t0 + length]
@@ -186,8 +185,7 @@ class TextDecoder(nn.Module):
             ck, cv = state.cross[i]
             x = x + ca.merge(mx.fast.scaled_dot_product_attention(q, ck, cv, scale=scale))
             if probe is not None and i in state.probe_keys:
-                qh = q[:, probe.layers[i]] if probe.all_positions else q[:, probe.layers[i], -1:]
-                probe.take(i, (qh * scale) @ state.probe_keys[i])
+                probe.take(i, q[:, probe.layers[i]] * scale, state.probe_keys[i])
             x = x + block.mlp(x)
         state.offset = t0 + length
         x = self.ln(x[:, list(positions), :])
@@ -237,25 +235,25 @@ class CompiledStep:
     an array, so one compilation serves every step of every batch of the same size. Fusing the
     layer norms, GELUs and residual adds, and building the graph once instead of per step, is
     what makes batched decoding fast on a GPU, where a step is a few hundred small kernels.
-    With `probe_layers`, the step also returns the alignment heads' scores (row max subtracted,
-    float16), computed inside the same graph; their softmax normalizers are left to the end of
-    the batch (`AttentionProbe.per_row`), off the step's critical path.
+    With `probe_layers`, the step also returns the alignment heads' scaled cross-attention
+    queries (B, heads, D): the step's only extra work is to keep them. Their scores against the
+    window's keys, a (B, heads, frames) product per step, are computed for all steps at once when
+    the batch is collected (`AttentionProbe.per_row`), off the step's critical path.
     """
 
     def __init__(self, decoder: TextDecoder, probe_layers: dict | None = None):
         self.decoder = decoder
         self.probe = {layer: heads for layer, heads in sorted((probe_layers or {}).items())}
-        self._slot = {layer: j for j, layer in enumerate(self.probe)}  # layer -> probe_keys index
         self.projection = decoder.output_projection()
         self._fn = mx.compile(self._step)
         self._fn_choose: dict[tuple, object] = {}
 
-    def _step(self, tokens, offset, keys, values, cross, probe_keys):
+    def _step(self, tokens, offset, keys, values, cross):
         d = self.decoder
         x = d.token_embedding(tokens) + mx.take(d.positional_embedding, offset, axis=0)[None]
         x = x.astype(cross[0][0].dtype)
         mask = (mx.arange(d.n_ctx) <= offset)[None, None, None, :]
-        new_keys, new_values, scores = [], [], []
+        new_keys, new_values, queries = [], [], []
         for i, block in enumerate(d.blocks):
             sa = block.attn
             h = block.attn_ln(x)
@@ -271,19 +269,19 @@ class CompiledStep:
             ck, cv = cross[i]
             x = x + ca.merge(mx.fast.scaled_dot_product_attention(q, ck, cv, scale=scale))
             if i in self.probe:
-                scores.append(((q[:, self.probe[i]] * scale) @ probe_keys[self._slot[i]])[:, :, 0, :])
+                queries.append(q[:, self.probe[i], 0, :] * scale)
             x = x + block.mlp(x)
         logits = (d.ln(x)[:, 0, :] @ self.projection).astype(mx.float32)
-        if scores:
-            return logits, new_keys, new_values, peak_relative(mx.concatenate(scores, axis=1))
+        if queries:
+            return logits, new_keys, new_values, mx.concatenate(queries, axis=1)
         return logits, new_keys, new_values
 
     def _step_choose(self, special, tokens, alive, rules, offset, key, temperature, keys, values,
-                     cross, probe_keys, suppress):
+                     cross, suppress):
         from .selection import advance_rules, select_tokens
 
         eot, ts_begin, vocab, timestamps, sampled = special
-        out = self._step(tokens[:, None], offset, keys, values, cross, probe_keys)
+        out = self._step(tokens[:, None], offset, keys, values, cross)
         sample_key = None
         if sampled:
             key, sample_key = mx.random.split(key)
@@ -308,25 +306,22 @@ class CompiledStep:
         `key` the random key and `temperature` () float32 the temperature sampling draws with;
         `special` = (eot, timestamp_begin, vocab, timestamps on, sampling). Returns (chosen (B,),
         their log-probabilities (B,), alive after this step, next tokens (B,), rules, offset + 1,
-        next key, scores or None) and advances `state`."""
+        next key, the probed heads' scaled queries or None) and advances `state`."""
         fn = self._fn_choose.get(special)
         if fn is None:  # one compiled graph per kind of step; MLX keeps one per batch shape
             fn = self._fn_choose[special] = mx.compile(partial(self._step_choose, special))
         out = fn(tokens, alive, rules, offset, key, temperature, state.keys, state.values,
-                 state.cross, self._probe_keys(state), suppress)
+                 state.cross, suppress)
         state.keys, state.values = out[7], out[8]
         state.offset += 1
         return tuple(out[:7]) + (out[9] if self.probe else None,)
 
     def __call__(self, tokens: mx.array, state: DecoderState):
         """Run one token per row (B, 1) at `state.offset`; -> (logits (B, V), the probed heads'
-        (B, heads, frames) `peak_relative` scores or None)."""
+        scaled queries (B, heads, D) or None)."""
         out = self._fn(tokens, mx.array(state.offset, dtype=mx.int32), state.keys, state.values,
-                       state.cross, self._probe_keys(state))
+                       state.cross)
         state.keys, state.values = out[1], out[2]
         state.offset += 1
         return out[0], out[3] if self.probe else None
-
-    def _probe_keys(self, state: DecoderState) -> list[mx.array]:
-        return [state.probe_keys[layer] for layer in self.probe]
 

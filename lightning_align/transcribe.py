@@ -14,7 +14,7 @@ import numpy as np
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .backend import gpu_available, mx
 from .cache import AttentionCache
-from .capture import CAPTURE_MARGIN_S, CapturedAttention
+from .capture import CAPTURE_MARGIN_S, CapturedAttention, to_host
 from .decoding import DecodingOptions, WindowResult, decode_with_fallback, prompt_tokens
 from .errors import DecodingError
 from .mel import CHUNK_SAMPLES, TOKENS_PER_SECOND, log_mel_batch, log_mel_window
@@ -305,14 +305,15 @@ def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbo
             def accept(rows, results, batch=batch, by_window=by_window):
                 # Windows final at this temperature: their segments (and words, in the
                 # aligner thread) while the failing windows are decoded again.
-                accepted = []
+                accepted, cuts = [], []
                 for row, result in zip(rows, results):
                     job, window = batch[row]
                     new = window_segments(wm, window, result, options, job.context,
-                                          len(job.segments), final=True)
+                                          len(job.segments), final=True, pending_cuts=cuts)
                     job.segments.extend(new)
                     by_window[row] = new
                     accepted.extend(new)
+                store_attention(cuts)
                 if aligner is not None and accepted:
                     aligning.append(aligner.submit(_align_segments, accepted))
 
@@ -448,8 +449,9 @@ def _audio_frames(window: Window) -> int:
 
 def window_segments(wm: WhisperModel, window: Window, result: WindowResult,
                     options: DecodingOptions, context: TranscriptContext, first_id: int,
-                    final: bool) -> list[Segment]:
-    """Segments of one decoded window, with their captured attention put in the cache."""
+                    final: bool, pending_cuts: list | None = None) -> list[Segment]:
+    """Segments of one decoded window, with their captured attention put in the cache; or,
+    given `pending_cuts`, left there for one `store_attention` call for many windows."""
     if (options.no_speech_threshold is not None and result.no_speech_prob > options.no_speech_threshold
             and not (options.logprob_threshold is not None and result.avg_logprob > options.logprob_threshold)):
         return []
@@ -458,7 +460,7 @@ def window_segments(wm: WhisperModel, window: Window, result: WindowResult,
     tokens = result.tokens
     window_len = window.end_s - window.start_s
     audio_frames = _audio_frames(window)
-    segments = []
+    segments, boxes = [], []
     serial = first_id
     for i0, i1 in split_tokens(tokens, ts_begin, final):
         seg_tokens = tokens[i0:i1]
@@ -484,26 +486,42 @@ def window_segments(wm: WhisperModel, window: Window, result: WindowResult,
             compression_ratio=result.compression_ratio, no_speech_prob=result.no_speech_prob,
             temperature=result.temperature, source=source)
         if result.attention is not None and context.cache is not None:
-            context.cache.put(source.key, _segment_attention(
-                result, i0, i1, start_rel, end_rel, audio_frames, ts_begin))
+            boxes.append((source.key, _attention_box(result, i0, i1, start_rel, end_rel, audio_frames)))
         segments.append(seg)
+    cuts = [(context.cache, key, result, box, ts_begin) for key, box in boxes]
+    if pending_cuts is None:
+        store_attention(cuts)
+    else:
+        pending_cuts.extend(cuts)
     return segments
 
 
-def _segment_attention(result, i0, i1, start_rel, end_rel, audio_frames, ts_begin) -> CapturedAttention:
-    """Rows predicting the segment's tokens (and the token after it), frames around it."""
-    rows = slice(i0, min(i1 + 1, result.attention.shape[0]))
+def store_attention(cuts: list[tuple]) -> None:
+    """Put segments' attention in their cache: `cuts` as `window_segments` leaves them in
+    `pending_cuts`, cut out of their windows' scores in one copy off the device."""
+    scores = to_host([result.attention.part(*box) for _, _, result, box, _ in cuts])
+    for (cache, key, result, box, ts_begin), part in zip(cuts, scores):
+        cache.put(key, _segment_attention(result, box, part, ts_begin))
+
+
+def _attention_box(result, i0, i1, start_rel, end_rel, audio_frames) -> tuple[int, int, int, int]:
+    """(first row, end row, first frame, end frame) of a segment's attention: the rows
+    predicting its tokens (and the token after it), the frames around it."""
     f0 = max(0, int((start_rel - CAPTURE_MARGIN_S) * TOKENS_PER_SECOND))
     f1 = min(audio_frames, int(np.ceil((end_rel + CAPTURE_MARGIN_S) * TOKENS_PER_SECOND)))
-    f1 = max(f1, f0 + 1)
-    predicted = list(result.tokens[rows]) + [-1] * (rows.stop - rows.start - len(result.tokens[rows]))
+    return i0, min(i1 + 1, result.attention.shape[0]), f0, max(f1, f0 + 1)
+
+
+def _segment_attention(result, box, scores: np.ndarray, ts_begin: int) -> CapturedAttention:
+    r0, r1, f0, _ = box
+    predicted = list(result.tokens[r0:r1]) + [-1] * (r1 - r0 - len(result.tokens[r0:r1]))
     return CapturedAttention(
-        scores=np.ascontiguousarray(result.attention[rows, :, f0:f1]),
-        log_norm=np.ascontiguousarray(result.log_norm[rows]),
+        scores=scores,
+        log_norm=np.ascontiguousarray(result.log_norm[r0:r1]),
         frame_offset=f0,
         tokens=tuple(predicted),
         is_timestamp=np.array([t >= ts_begin for t in predicted], bool),
-        token_logprobs=np.asarray(result.token_logprobs[rows], np.float32),
+        token_logprobs=np.asarray(result.token_logprobs[r0:r1], np.float32),
     )
 
 

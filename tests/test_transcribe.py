@@ -12,9 +12,11 @@ import soundfile as sf
 
 import lightning_align as la
 from lightning_align.backend import mx
+from lightning_align.capture import ForcedProbe
 from lightning_align.decoding import (DecodingOptions, decode_batch, decode_with_fallback,
                                       repeated_words)
 from lightning_align.mel import log_mel_batch, log_mel_window
+from lightning_align.model import DecoderState
 from lightning_align.synth import long_speech as generate_long_speech
 from lightning_align.transcribe import split_tokens
 
@@ -115,9 +117,34 @@ def test_device_normalizers_equal_numpy(model, short_speech, chunk_values, monke
                                    capture=True, audio_frames=frames)
     for result, n in zip(results, frames):
         assert result.log_norm.shape == result.attention.shape[:2]
-        np.testing.assert_allclose(result.log_norm, log_normalizers(result.attention, n),
+        np.testing.assert_allclose(result.log_norm, log_normalizers(np.asarray(result.attention), n),
                                    rtol=1e-5, atol=1e-4)
-    assert not np.allclose(results[0].log_norm[:1], log_normalizers(results[0].attention[:1], frames[1]))
+    assert not np.allclose(results[0].log_norm[:1],
+                           log_normalizers(np.asarray(results[0].attention)[:1], frames[1]))
+
+
+def test_captured_scores_equal_a_forced_pass(model, short_speech):
+    """The scores computed from the steps' queries when the batch is collected equal those of
+    one forced decoder pass over the same tokens (every position's q.k at once), less each
+    row's maximum, within float16's rounding; the boxes segments cut are exact slices of them."""
+    features = model.model.embed_audio(mx.array(log_mel_window(short_speech.audio, 80)[None]))
+    result = decode_batch(model, features, DecodingOptions(temperatures=(0.0,)), capture=True)[0]
+    tokens = list(result.initial_tokens) + list(result.tokens)
+    probe = ForcedProbe(model.captured_heads)
+    state = DecoderState(model.model.decoder, features, probe.layers)
+    model.model.decoder.step(mx.array([tokens]), state, probe)
+    # (positions, heads, frames); the step at position p predicts token p + 1
+    forced = np.asarray(probe.result())[0].swapaxes(0, 1)[len(result.initial_tokens) - 1:]
+    forced -= forced.max(-1, keepdims=True)
+    captured = np.asarray(result.attention, np.float32)
+    assert captured.shape == forced.shape == (len(result.tokens) + 1, len(model.captured_heads), 1500)
+    # float16 keeps 11 bits: 0.016 at the scores' far end (-30), finer near the peak
+    np.testing.assert_allclose(captured, forced, atol=0.05, rtol=2e-3)
+    n = captured.shape[0]
+    boxes = [(0, 3, 10, 200), (2, n, 0, 1500), (n - 1, n, 1499, 1500)]
+    for (r0, r1, f0, f1), part in zip(boxes, result.attention.cut(boxes)):
+        assert part.dtype == np.float16 and part.flags.c_contiguous and part.flags.owndata
+        np.testing.assert_array_equal(part, np.asarray(result.attention)[r0:r1, :, f0:f1])
 
 
 @pytest.mark.parametrize("sample_len", [None, 8])
@@ -139,7 +166,7 @@ def test_device_token_choice_equals_host(model, short_speech, sample_len):
         np.testing.assert_allclose(d.token_logprobs, h.token_logprobs, atol=2e-3)
         assert d.attention.shape == h.attention.shape == (len(h.tokens) + (not sample_len),
                                                           len(model.captured_heads), 1500)
-        np.testing.assert_allclose(d.attention.astype(np.float32), h.attention.astype(np.float32),
+        np.testing.assert_allclose(np.asarray(d.attention, np.float32), np.asarray(h.attention, np.float32),
                                    atol=1e-2)
         np.testing.assert_allclose(d.log_norm, h.log_norm, atol=1e-3)
 
