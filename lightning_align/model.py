@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from functools import partial
 
 import mlx.nn as nn
+import numpy as np
 
-from .backend import mx
+from .backend import gpu_available, mx
+from .kernels.activations import gelu, softmax_rows
 
 
 @dataclass(frozen=True)
@@ -93,15 +95,46 @@ class AudioEncoder(nn.Module):
         self.blocks = [ResidualAttentionBlock(n, dims.n_audio_head) for _ in range(dims.n_audio_layer)]
         self.ln_post = nn.LayerNorm(n)
 
-    def __call__(self, mel: mx.array) -> mx.array:
-        """mel (B, 3000 frames, n_mels) -> audio features (B, 1500 frames, n_audio_state)."""
-        x = nn.gelu(self.conv1(mel))
-        x = nn.gelu(self.conv2(x))
+    def __call__(self, mel: mx.array, host_kernels: bool = False) -> mx.array:
+        """mel (B, 3000 frames, n_mels) -> audio features (B, 1500 frames, n_audio_state).
+
+        `host_kernels` (float32 only): the attention's softmax and the GELUs run as numba
+        kernels on all cores instead of MLX's one-thread element-wise ops, the attention's
+        products in numpy's BLAS; for MLX's CPU backend, where those element-wise ops took
+        most of the encoder's time. Same arithmetic, float32 rounding apart."""
+        act = _host_gelu if host_kernels else nn.gelu
+        x = act(self.conv1(mel))
+        x = act(self.conv2(x))
         x = x + self._positional_embedding.astype(x.dtype)
         for block in self.blocks:
-            x = x + block.attn.self_attention(block.attn_ln(x))
-            x = x + block.mlp(x)
+            h = block.attn_ln(x)
+            x = x + (_host_self_attention(block.attn, h) if host_kernels
+                     else block.attn.self_attention(h))
+            x = x + block.mlp2(act(block.mlp1(block.mlp_ln(x))))
         return self.ln_post(x)
+
+
+def _on_host(x: mx.array) -> np.ndarray:
+    mx.eval(x)
+    return np.ascontiguousarray(np.asarray(x))  # a view of MLX's CPU memory when contiguous
+
+
+def _host_gelu(x: mx.array) -> mx.array:
+    return mx.array(gelu(_on_host(x)))
+
+
+def _host_self_attention(attn: MultiHeadAttention, h: mx.array) -> mx.array:
+    """`attn.self_attention(h)` (no mask) with the softmax in `softmax_rows`, one window at a
+    time so the (heads, T, T) scores stay one window's (54 MB for Whisper's 1500 frames)."""
+    b, t, c = h.shape
+    d = c // attn.n_head
+    q, k, v = (_on_host(y).reshape(b, t, attn.n_head, d).transpose(0, 2, 1, 3)
+               for y in (attn.query(h) * d ** -0.5, attn.key(h), attn.value(h)))
+    out = np.empty((b, t, attn.n_head, d), np.float32)
+    for i in range(b):
+        scores = softmax_rows(np.matmul(q[i], k[i].transpose(0, 2, 1)))
+        out[i] = np.matmul(scores, v[i]).transpose(1, 0, 2)
+    return attn.out(mx.array(out.reshape(b, t, c)))
 
 
 class DecoderState:
@@ -223,8 +256,10 @@ class Whisper(nn.Module):
         return self.decoder.token_embedding.weight.dtype
 
     def embed_audio(self, mel: mx.array) -> mx.array:
-        """mel (B, 3000, n_mels) in the model's dtype -> audio features (B, 1500, n_audio_state)."""
-        return self.encoder(mel.astype(self.dtype))
+        """mel (B, 3000, n_mels) in the model's dtype -> audio features (B, 1500, n_audio_state).
+        On a CPU (float32) the encoder's element-wise work runs in multi-threaded kernels."""
+        host = not gpu_available() and self.dtype == mx.float32
+        return self.encoder(mel.astype(self.dtype), host_kernels=host)
 
 
 class CompiledStep:

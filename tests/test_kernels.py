@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import scipy.ndimage
+import scipy.special
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -14,6 +15,7 @@ import numba
 from numba import njit
 
 from lightning_align.kernels import alignment_matrix, dtw, dtw_batch, median_filter
+from lightning_align.kernels.activations import gelu, softmax_rows
 from lightning_align.kernels.matrix import _half_to_float32, _half_to_float32_soft
 from lightning_align.kernels.median import _median_network
 
@@ -432,3 +434,34 @@ def test_half_decoding_is_exact_for_every_bit_pattern(decode):
     nan = np.isnan(want)
     np.testing.assert_array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
     assert np.isnan(got[nan]).all()
+
+
+# ------------------------------------------------------ encoder activations
+
+
+def test_softmax_rows_matches_scipy():
+    """Rows of Whisper's encoder size (1500) and odd ones, large and negative scores: scipy's
+    softmax in float64 within float32 rounding; in place, rows sum to 1."""
+    rng = np.random.default_rng(0)
+    for shape, spread in (((2, 3, 1500), 8.0), ((5, 7), 30.0), ((1, 1), 1.0), ((4, 3), 1e4)):
+        x = (rng.standard_normal(shape) * spread).astype(np.float32)
+        expected = scipy.special.softmax(x.astype(np.float64), axis=-1)
+        out = softmax_rows(x)
+        assert out is x
+        np.testing.assert_allclose(out, expected, rtol=2e-5, atol=1e-7)
+        np.testing.assert_allclose(out.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_gelu_matches_exact_erf_gelu():
+    """x * Phi(x) with scipy's erf in float64, over the range a GELU sees in Whisper."""
+    x = np.linspace(-12, 12, 10_001, dtype=np.float32).reshape(1, 10_001)
+    expected = x.astype(np.float64) * 0.5 * (1 + scipy.special.erf(x.astype(np.float64) / np.sqrt(2)))
+    np.testing.assert_allclose(gelu(x), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel", [softmax_rows, gelu])
+def test_activations_reject_what_they_would_misread(kernel):
+    with pytest.raises(TypeError, match="float32"):
+        kernel(np.zeros((3, 4), np.float64))
+    with pytest.raises(TypeError, match="strided"):
+        kernel(np.zeros((4, 3), np.float32).T)
