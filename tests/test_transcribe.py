@@ -140,6 +140,23 @@ def test_encoder_host_kernels_match_a_float64_reference(model, short_speech):
     np.testing.assert_allclose(host[1], alone, atol=1e-4)
 
 
+def test_cross_attention_layouts_agree(model, short_speech, monkeypatch):
+    """On a CPU the cross-attention keys are kept transposed and the attention runs as two
+    products and a softmax; MLX's fused kernel on the usual layout (the GPU's) gives the same
+    tokens, log-probabilities and captured scores."""
+    features = model.model.embed_audio(mx.array(log_mel_window(short_speech.audio, 80)[None]))
+    results = []
+    for gpu in (False, True):
+        monkeypatch.setattr("lightning_align.model.gpu_available", lambda gpu=gpu: gpu)
+        results.append(decode_batch(model, features, DecodingOptions(temperatures=(0.0,)),
+                                    capture=True)[0])
+    cpu, fused = results
+    assert cpu.tokens == fused.tokens
+    np.testing.assert_allclose(cpu.token_logprobs, fused.token_logprobs, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(cpu.attention, np.float32),
+                               np.asarray(fused.attention, np.float32), atol=2e-2)
+
+
 def test_captured_scores_equal_a_forced_pass(model, short_speech):
     """The scores computed from the steps' queries when the batch is collected equal those of
     one forced decoder pass over the same tokens (every position's q.k at once), less each
