@@ -1,9 +1,11 @@
 """Whisper in MLX, built for batched decoding.
 
 Parameter names follow `mlx_whisper.whisper.Whisper`, so the same weights load into both. What
-differs is the forward pass: attention uses MLX's fused `scaled_dot_product_attention`, the
-decoder's self-attention keys/values live in a preallocated cache, and the cross-attention keys and
-values of a batch of windows are computed once per batch. The model knows nothing about word
+differs is the forward pass: attention uses MLX's fused `scaled_dot_product_attention` (on a CPU,
+where MLX's element-wise ops run on one thread, the encoder's softmax and GELUs run in numba
+kernels and the decoder's cross-attention as two products), the decoder's self-attention
+keys/values live in a preallocated cache, and the cross-attention keys and values of a batch of
+windows are computed once per batch. The model knows nothing about word
 timing: a decoding step accepts an optional `probe`, and only when one is given does it hand over
 the cross-attention queries of the heads the probe asks for (see `capture.py`).
 """
@@ -207,7 +209,7 @@ class TextDecoder(nn.Module):
         `probe`, when given, wants the cross-attention of some heads: `probe.layers` maps a
         layer index to head indices and `probe.take(layer, queries, keys)` receives their scaled
         queries (B, heads, L, D) and keys (B, heads, D, frames), so that `queries @ keys` are
-        the attention scores at every new position. Attention itself always runs fused.
+        the attention scores at every new position. The attention itself runs as without one.
         """
         t0, length = state.offset, tokens.shape[1]
         x = self.token_embedding(tokens) + self.positional_embedding[t0 : t0 + length]
