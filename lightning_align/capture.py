@@ -91,10 +91,10 @@ class AttentionProbe:
 
 class RowScores:
     """One window's captured scores (steps, heads, frames) float16, left where the batch's
-    scores were computed (the GPU) until the parts that segments keep are cut out: copying the
-    whole batch to the host moved ~4x the bytes the segments need (a segment keeps its own
-    frames and a margin, not all 1500), and on CUDA's managed memory the host's cutting then
-    migrated every page of the batch."""
+    scores were computed (the GPU) until the parts that segments keep are cut out (`part`,
+    copied with `to_host`): a segment keeps its own frames and a margin, about a fifth of the
+    1500 on speech, and on CUDA's managed memory a host slicing the whole batch had faulted
+    every page of it over."""
 
     __slots__ = ("_scores", "_start", "shape")
 
@@ -105,11 +105,6 @@ class RowScores:
     def part(self, r0: int, r1: int, f0: int, f1: int) -> mx.array:
         """Steps [r0, r1) and frames [f0, f1), (steps, heads, frames): lazy, on the device."""
         return self._scores[self._start + r0 : self._start + r1, :, f0:f1]
-
-    def cut(self, boxes: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
-        """Boxes (first step, end step, first frame, end frame) -> their float16 scores on the
-        host (`to_host`)."""
-        return to_host([self.part(*box) for box in boxes])
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         rows = np.array(self._scores[self._start : self._start + self.shape[0]])
