@@ -52,23 +52,26 @@ def mlx_dir(source: str) -> Path:
 
 
 def lightning(samples: np.ndarray, *, model, batch_size: int | None = None, words: bool = False,
-              keep_attention: bool = False, window_s: float | None = None) -> Run:
+              keep_attention: bool = False, window_s: float | None = None,
+              fallback_ahead: int | str = "auto") -> Run:
     import lightning_align as la
 
     t = time.perf_counter()
     result = la.transcribe(samples, model=model, batch_size=batch_size, word_timestamps=words,
-                           keep_attention=keep_attention, window_s=window_s)
+                           keep_attention=keep_attention, window_s=window_s,
+                           fallback_ahead=fallback_ahead)
     return Run(time.perf_counter() - t, result["segments"], _words(result["segments"]))
 
 
 def lightning_lazy(samples: np.ndarray, *, model, fraction: float, batch_size: int | None = None,
-                   window_s: float | None = None, seed: int = 0) -> tuple[Run, Run]:
+                   window_s: float | None = None, seed: int = 0,
+                   fallback_ahead: int | str = "auto") -> tuple[Run, Run]:
     """(segment pass with capture, alignment of `fraction` of the segments afterwards)."""
     import lightning_align as la
 
     t = time.perf_counter()
     result = la.transcribe(samples, model=model, batch_size=batch_size, keep_attention=True,
-                           window_s=window_s)
+                           window_s=window_s, fallback_ahead=fallback_ahead)
     first = Run(time.perf_counter() - t, result["segments"], 0)
     n = len(result["segments"])
     k = max(1, int(round(fraction * n))) if n else 0

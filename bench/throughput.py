@@ -65,6 +65,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-sizes", default="", help="comma-separated, for lightning (default: auto)")
     p.add_argument("--window-s", default="", help="comma-separated window caps for lightning, "
                    "seconds or 'auto' (the library's default)")
+    p.add_argument("--fallback-ahead", default="auto",
+                   help="lightning's DecodingOptions.fallback_ahead: 'auto' or a number (0: off)")
     p.add_argument("--reference", default=None, help="text file of the spoken words: adds WER")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--interleave", action="store_true",
@@ -85,12 +87,13 @@ def main(argv=None) -> int:
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b] or [None]
     windows = [None if w == "auto" else float(w) for w in args.window_s.split(",") if w] or [None]
     reference = open(args.reference).read() if args.reference else None
+    ahead = args.fallback_ahead if args.fallback_ahead == "auto" else int(args.fallback_ahead)
 
     def runners():
         for name in args.systems.split(","):
             if name.startswith("lightning"):
                 for b, w in ((b, w) for b in batch_sizes for w in windows):
-                    kw = {"model": wm, "batch_size": b, "window_s": w}
+                    kw = {"model": wm, "batch_size": b, "window_s": w, "fallback_ahead": ahead}
                     if name == "lightning":
                         yield name, (b, w), lambda kw=kw: systems.lightning(samples, **kw)
                     elif name == "lightning+capture":
@@ -137,6 +140,7 @@ def main(argv=None) -> int:
             row["round"], row["invocation"] = round_, invocation
         if name.startswith("lightning"):
             row["window_s"] = window if window is not None else "auto"
+            row["fallback_ahead"] = ahead
         if reference is not None:
             text = " ".join(s["text"] if isinstance(s, dict) else s.text for s in r.segments)
             row["wer"] = round(word_error_rate(" ".join([reference] * args.tile), text), 4)

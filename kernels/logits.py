@@ -23,8 +23,9 @@ def select_tokens(logits, suppress, text_ok, eot_ok, ts_min, ts_max, ts_rule, bl
     may the row emit text tokens (< eot) / end of text; ts_min, ts_max (B,) int32: the allowed
     timestamp token range (empty when ts_min > ts_max); ts_rule (B,) bool: apply "timestamp when
     their total probability beats every text token"; blank (B,) int32: a token banned for this
-    row only (-1 for none; the space token on the first step). temperature 0 is greedy, otherwise
-    sampling from softmax(logits / T) with uniform (B,) random numbers in [0, 1).
+    row only (-1 for none; the space token on the first step). temperature (B,) float32, per row:
+    0 is greedy, otherwise sampling from softmax(logits / T) with uniform (B,) random numbers in
+    [0, 1).
     Writes tokens_out (B,) int32 and logprobs_out (B,) float32.
     """
     n_rows, n_vocab = logits.shape
@@ -77,16 +78,17 @@ def select_tokens(logits, suppress, text_ok, eot_ok, ts_min, ts_max, ts_rule, bl
                 total += np.exp(row[v] - best)
         lse = best + np.log(total)
         choice = best_v
-        if temperature > 0.0:
+        t = temperature[b]
+        if t > 0.0:
             scaled_total = 0.0
             for v in range(n_vocab):
                 if allowed[v]:
-                    scaled_total += np.exp((row[v] - best) / temperature)
+                    scaled_total += np.exp((row[v] - best) / t)
             target = uniform[b] * scaled_total
             acc = 0.0
             for v in range(n_vocab):
                 if allowed[v]:
-                    acc += np.exp((row[v] - best) / temperature)
+                    acc += np.exp((row[v] - best) / t)
                     if acc >= target:
                         choice = v
                         break

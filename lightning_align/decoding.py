@@ -3,7 +3,9 @@
 One `decode_batch` call decodes B windows in lock step: one decoder step per token for the whole
 batch, rows leaving the batch as they reach end-of-text. `decode_with_fallback` re-decodes, at the
 next temperature, only the windows whose result fails the compression-ratio / log-probability
-tests, as openai-whisper does window by window.
+tests, as openai-whisper does window by window. Where the batch has rows to spare (a GPU batch
+that is not full), the next temperatures are decoded beside the first attempt in the same pass,
+and a window's higher attempts stop once a lower one has passed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -55,6 +57,15 @@ class DecodingOptions:
     # Greedy choices are the same either way; samples (temperature > 0) come from different
     # random generators.
     token_choice: str = "auto"
+    # Fallback attempts decoded ahead: in a batch with rows to spare, each window is also decoded
+    # at up to this many of the next temperatures in the same pass, so a window that fails has
+    # its next attempts ready instead of costing another pass of sequential steps. A higher
+    # attempt stops as soon as a lower one of its window has passed. Results are those of the
+    # one-temperature-at-a-time ladder (the first attempt that passes, in temperature order);
+    # only the random draws differ. "auto": as many as fit in the rows the batch leaves free
+    # where tokens are chosen on the device (a GPU, where a step's cost grows slowly with the
+    # rows), none on a CPU. An int >= 0: up to that many, in the rows the batch leaves free.
+    fallback_ahead: int | str = "auto"
 
     def __post_init__(self):
         if self.task not in ("transcribe", "translate"):
@@ -70,6 +81,25 @@ class DecodingOptions:
                                 "number of words >= 1, or None to turn the test off.")
         if self.token_choice not in ("auto", "device", "host"):
             raise DecodingError(f"token_choice={self.token_choice!r}: use 'auto', 'device' or 'host'.")
+        if self.fallback_ahead != "auto" and (isinstance(self.fallback_ahead, bool)
+                                              or not isinstance(self.fallback_ahead, int)
+                                              or self.fallback_ahead < 0):
+            raise DecodingError(f"fallback_ahead={self.fallback_ahead!r}: give 'auto' or a whole "
+                                "number of temperatures >= 0 (0: one temperature per pass).")
+
+    def tokens_on_device(self) -> bool:
+        """Whether steps choose their tokens on the device (see `token_choice`)."""
+        return self.token_choice == "device" or (self.token_choice == "auto" and gpu_available())
+
+    def attempts_ahead(self, windows: int, rows: int, untried: int) -> int:
+        """Temperatures to decode ahead of the lowest of `untried` ones for each of `windows`
+        windows, in a pass of at most `rows` rows (see `fallback_ahead`)."""
+        if self.fallback_ahead == "auto":
+            ahead = untried - 1 if self.tokens_on_device() else 0
+        else:
+            ahead = min(self.fallback_ahead, untried - 1)
+        return max(0, min(ahead, rows // windows - 1))
+
 
 
 @dataclass(frozen=True)
@@ -233,17 +263,31 @@ def compiled_step(wm: WhisperModel, probe_layers: dict | None) -> CompiledStep:
 
 
 def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions, *,
-                 temperature: float = 0.0, capture: bool = False,
+                 temperature: float | Sequence[float] = 0.0, capture: bool = False,
                  languages: list[str] | None = None, prompt: list[int] | None = None,
                  rng: np.random.Generator | None = None,
-                 audio_frames: np.ndarray | None = None) -> list[WindowResult]:
-    """Decode a batch of windows' audio features (B, 1500, C) at one temperature.
+                 audio_frames: np.ndarray | None = None,
+                 rungs: Sequence[tuple[int, int]] | None = None,
+                 stop_failed: bool = False) -> list[WindowResult]:
+    """Decode a batch of windows' audio features (B, 1500, C) at one temperature, or at one per
+    row (a sequence of B temperatures; rows at 0 are greedy).
 
     With `capture`, each result keeps its alignment-head attention; given `audio_frames` (per
     row, the number of 20 ms encoder frames that hold audio) also its softmax normalizers.
-    Tokens are chosen where `options.token_choice` says."""
+    `rungs`, per row (window, rung): rows that decode the same window at rising temperatures
+    (rung 0 the lowest); once every row of a rung has ended, the higher rungs of the windows
+    whose result there passed `WindowResult.needs_fallback` stop early, and their results are
+    cut short (a caller uses only the first attempt that passes). With `stop_failed`, a row
+    that has already said a segment twice (`DecodingOptions.repeat_min_words`: it will fail
+    whatever follows) stops once it is among the batch's last quarter of rows still decoding,
+    unless its temperature is the last of `options.temperatures` or it may yet count as
+    silence; its result is cut short, and failing, so a looping row does not hold up the
+    batch for the rest of its `sample_len` steps. Tokens are chosen where `options.token_choice`
+    says."""
     n_rows = features.shape[0]
     dims = wm.dims
+    row_temperature = np.broadcast_to(np.asarray(temperature, np.float64), (n_rows,))
+    temps = row_temperature.astype(np.float32)  # what the kernels draw with
     if languages is None:
         languages = [options.language or "en"] * n_rows
     tokenizers = [wm.tokenizer(lang if wm.is_multilingual else None, options.task) for lang in languages]
@@ -263,10 +307,30 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     suppress = _suppress_mask(tok, vocab, options)
     rules = _TimestampRules(n_rows, tok, vocab, options, tok.encode(" ")[0])
     rng = rng or np.random.default_rng(options.seed)
-    on_device = options.token_choice == "device" or (options.token_choice == "auto"
-                                                     and gpu_available())
     step_fn = compiled_step(wm, probe.layers if probe else None)
     tokens = _TokenLog(n_rows)
+
+    def result(row: int, sampled: list[int], lps: np.ndarray) -> WindowResult:
+        if sampled and sampled[-1] == tok.eot:
+            sampled = sampled[:-1]
+        text = tok.decode([t for t in sampled if t < tok.eot])
+        return WindowResult(
+            tokens=tuple(sampled), token_logprobs=lps, text=text,
+            avg_logprob=float(lps.sum() / (len(sampled) + 1)),
+            no_speech_prob=float(no_speech[row]), compression_ratio=compression_ratio(text),
+            temperature=float(row_temperature[row]), language=languages[row],
+            initial_tokens=tuple(int(t) for t in initial[row]),
+            repeated_words=repeated_words(sampled, tok.timestamp_begin, tok.decode))
+
+    def passed(rows: np.ndarray) -> np.ndarray:
+        so_far = tokens.so_far()
+        return np.array([not result(int(r), *so_far[r]).needs_fallback(options) for r in rows], bool)
+
+    def doomed(rows: np.ndarray) -> np.ndarray:
+        so_far = tokens.so_far()
+        return np.array([repeated_words(so_far[r][0], tok.timestamp_begin, tok.decode)
+                         >= options.repeat_min_words for r in rows], bool)
+
     with wm.lock:
         logits = wm.model.decoder.step(mx.array(initial), state, probe, positions=(sot_index, -1))
         pending = [logits] + (probe.end_step(np.arange(n_rows)) if probe else [])
@@ -275,26 +339,70 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
         at_sot = host[:, 0, :]
         p = np.exp(at_sot - at_sot.max(-1, keepdims=True))
         no_speech = (p[:, tok.no_speech] / p.sum(-1)) if tok.no_speech is not None else np.zeros(n_rows)
-        loop = _steps_on_device if on_device else _steps_on_host
+        stoppable = None
+        if stop_failed and options.repeat_min_words is not None:
+            stoppable = row_temperature < max(options.temperatures)
+            if options.no_speech_threshold is not None and options.logprob_threshold is not None:
+                # A repetitive result still passes as silence (no_speech_prob over its
+                # threshold and a low log-probability), which only the whole result tells.
+                stoppable &= no_speech <= options.no_speech_threshold
+        stops = (_Stops(n_rows, rungs, passed, stoppable, doomed)
+                 if rungs is not None or stoppable is not None else None)
+        loop = _steps_on_device if options.tokens_on_device() else _steps_on_host
         loop(step_fn, state, probe, rules, tokens, np.ascontiguousarray(host[:, 1, :]), suppress,
-             tok, temperature, rng, sample_len)
+             tok, temps, rng, sample_len, stops)
 
     attention, norms = probe.per_row(n_rows) if probe else ([None] * n_rows, [None] * n_rows)
-    results = []
-    for row in range(n_rows):
-        sampled, lps = tokens.of(row)
-        if sampled and sampled[-1] == tok.eot:
-            sampled = sampled[:-1]
-        text = tok.decode([t for t in sampled if t < tok.eot])
-        results.append(WindowResult(
-            tokens=tuple(sampled), token_logprobs=lps, text=text,
-            avg_logprob=float(lps.sum() / (len(sampled) + 1)),
-            no_speech_prob=float(no_speech[row]), compression_ratio=compression_ratio(text),
-            temperature=float(temperature), language=languages[row], attention=attention[row],
-            log_norm=norms[row],
-            initial_tokens=tuple(int(t) for t in initial[row]),
-            repeated_words=repeated_words(sampled, tok.timestamp_begin, tok.decode)))
-    return results
+    return [replace(result(row, *tokens.of(row)), attention=attention[row], log_norm=norms[row])
+            for row in range(n_rows)]
+
+
+class _Stops:
+    """Rows a pass stops before their end-of-text.
+
+    Rungs: rows that decode the same windows at rising temperatures. A row is needed only while
+    every lower rung of its window has failed: once all rows of the lowest unsettled rung have
+    ended, `passed` judges them and the higher rungs of the windows that passed stop.
+    Failed rows: among the `stoppable` rows, every `CHECK_STEPS` steps while at most a quarter
+    of the batch is still decoding, those `doomed` to fail stop (and count as failed rungs)."""
+
+    CHECK_STEPS = 16
+
+    def __init__(self, n_rows: int, rungs: Sequence[tuple[int, int]] | None,
+                 passed: Callable[[np.ndarray], np.ndarray], stoppable: np.ndarray | None,
+                 doomed: Callable[[np.ndarray], np.ndarray]):
+        pairs = np.asarray(rungs if rungs is not None else [(r, 0) for r in range(n_rows)],
+                           np.int64).reshape(-1, 2)
+        self.window, self.rung = pairs[:, 0], pairs[:, 1]
+        self.passed, self.doomed = passed, doomed
+        self.stoppable = stoppable if stoppable is not None else np.zeros(n_rows, bool)
+        self.stopped = np.zeros(n_rows, bool)
+        self.next = 0
+        self.steps = 0
+
+    def update(self, rows: np.ndarray, alive: np.ndarray) -> np.ndarray:
+        """After a step: `rows` (original ids) are the batch's rows and `alive` theirs; rows not
+        in the batch have ended. -> alive with the rows stopped by now removed."""
+        self.steps += 1
+        alive = alive & ~self.stopped[rows]
+        if (self.steps % self.CHECK_STEPS == 0 and 0 < alive.sum() <= max(1, len(self.stopped) // 4)
+                and self.stoppable[rows[alive]].any()):
+            check = rows[alive][self.stoppable[rows[alive]]]
+            self.stopped[check[self.doomed(check)]] = True
+            alive = alive & ~self.stopped[rows]
+        if self.next < self.rung.max():
+            ended = np.ones(len(self.window), bool)
+            ended[rows] = ~alive
+            while self.next < self.rung.max():
+                at = np.flatnonzero((self.rung == self.next) & ~self.stopped)
+                if not ended[at].all():
+                    break
+                if len(at):
+                    won = self.window[at[self.passed(at)]]
+                    self.stopped |= (self.rung > self.next) & np.isin(self.window, won)
+                self.next += 1
+            alive = alive & ~self.stopped[rows]
+        return alive
 
 
 class _TokenLog:
@@ -314,10 +422,11 @@ class _TokenLog:
     def of(self, row: int) -> tuple[list[int], np.ndarray]:
         """-> (tokens, log-probabilities (float32)) row `row` sampled, in step order."""
         if self._by_row is None:
-            self._collect()
+            self._by_row = self.so_far()
         return self._by_row[row]
 
-    def _collect(self) -> None:
+    def so_far(self) -> list[tuple[list[int], np.ndarray]]:
+        """Every row's (tokens, log-probabilities) from the steps added so far."""
         ids = np.concatenate([r for r, _, _ in self._steps])
         # One copy off the device for all steps (host steps are wrapped: a few ints each).
         chosen = np.asarray(mx.concatenate([mx.array(c) for _, c, _ in self._steps])).astype(np.int64)
@@ -325,20 +434,21 @@ class _TokenLog:
         live = np.flatnonzero(ids >= 0)
         order = live[np.argsort(ids[live], kind="stable")]
         cuts = np.cumsum(np.bincount(ids[live], minlength=self.n_rows))[:-1]
-        self._by_row = [(c.tolist(), lp) for c, lp in zip(np.split(chosen[order], cuts),
-                                                          np.split(lps[order], cuts))]
+        return [(c.tolist(), lp) for c, lp in zip(np.split(chosen[order], cuts),
+                                                  np.split(lps[order], cuts))]
 
 
-def _choose_on_host(step_logits, suppress, rules, tok, temperature, rng, chosen, chosen_lp):
+def _choose_on_host(step_logits, suppress, rules, tok, temps, rng, chosen, chosen_lp):
+    """Choose the batch's tokens with the host kernel; `temps` (B,) float32 per row."""
     b = step_logits.shape[0]
-    uniform = rng.random(b).astype(np.float32) if temperature > 0 else np.zeros(b, np.float32)
+    uniform = rng.random(b).astype(np.float32) if temps.max() > 0 else np.zeros(b, np.float32)
     select_tokens(step_logits, suppress, rules.text_ok, rules.eot_ok, rules.ts_min,
                   rules.ts_max, rules.ts_rule, rules.blank, tok.eot, tok.timestamp_begin,
-                  np.float32(temperature), uniform, chosen[:b], chosen_lp[:b])
+                  temps, uniform, chosen[:b], chosen_lp[:b])
 
 
-def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok, temperature,
-                   rng, sample_len) -> None:
+def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok, temps,
+                   rng, sample_len, stops=None) -> None:
     """Decode step by step, each step's logits copied to the host token kernel."""
     n_rows = step_logits.shape[0]
     rows = np.arange(n_rows)  # original row id of each batch row
@@ -347,10 +457,12 @@ def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok
     chosen_lp = np.empty(n_rows, np.float32)
     for step in range(sample_len):
         b = len(rows)
-        _choose_on_host(step_logits, suppress, rules, tok, temperature, rng, chosen, chosen_lp)
+        _choose_on_host(step_logits, suppress, rules, tok, temps[rows], rng, chosen, chosen_lp)
         log.add(rows, alive, chosen[:b].copy(), chosen_lp[:b].copy())
         rules.advance(chosen[:b])
         alive &= chosen[:b] != tok.eot
+        if stops is not None:
+            alive = stops.update(rows, alive)
         if step == sample_len - 1 or not alive.any():
             break
         # Finished rows keep running on end-of-text until half the batch is done; then the
@@ -375,8 +487,8 @@ def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok
 LOOKAHEAD_STEPS = 2  # steps queued on the device ahead of the one the host reads
 
 
-def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, tok, temperature,
-                     rng, sample_len) -> None:
+def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, tok, temps,
+                     rng, sample_len, stops=None) -> None:
     """Decoding with token choice (greedy or sampled) and rule updates inside the compiled step.
 
     The host queues `LOOKAHEAD_STEPS` steps ahead (MLX evaluates them asynchronously) and reads
@@ -386,14 +498,14 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
     n_rows = step_logits.shape[0]
     first = np.empty(n_rows, np.int32)
     first_lp = np.empty(n_rows, np.float32)
-    _choose_on_host(step_logits, suppress, rules, tok, temperature, rng, first, first_lp)
+    _choose_on_host(step_logits, suppress, rules, tok, temps, rng, first, first_lp)
     rows = np.arange(n_rows)
     log.add(rows, np.ones(n_rows, bool), first, first_lp)
     rules.advance(first)
     alive = first != tok.eot
     special = (tok.eot, tok.timestamp_begin, step_logits.shape[1], bool(rules.timestamps),
-               temperature > 0)
-    temperature_mx = mx.array(max(float(temperature), 1e-6), dtype=mx.float32)
+               bool(temps.max() > 0))
+    temps_mx = mx.array(temps)
     suppress_mx = mx.array(suppress)
     carry = (mx.array(np.where(alive, first, tok.eot).astype(np.int32)), mx.array(alive),
              tuple(mx.array(a) for a in rules.arrays()), mx.array(state.offset, dtype=mx.int32),
@@ -406,13 +518,21 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
         log.add(batch_rows, alive_before, chosen, lp)
         if probe:
             probe.record(batch_rows, alive_before, captured)
-        return np.array(alive_out)
+        alive_after = np.array(alive_out)
+        if stops is None:
+            return alive_after
+        # Rows stopped here may still be alive in the steps queued before they were stopped.
+        after = stops.update(batch_rows, alive_after)
+        if (after != alive_after).any():
+            nonlocal carry
+            carry = (carry[0], carry[1] & mx.array(~stops.stopped[rows]), *carry[2:])
+        return after
 
     issued = 1
     while alive.any():
         while issued < sample_len and len(queue) <= LOOKAHEAD_STEPS:
             chosen, lp, alive_out, next_tokens, rules_out, offset, key, captured = step_fn.choose(
-                *carry, temperature_mx, state, suppress_mx, special)
+                *carry, temps_mx, state, suppress_mx, special)
             carry = (next_tokens, alive_out, rules_out, offset, key)
             mx.async_eval(chosen, lp, next_tokens, alive_out, *rules_out, offset, key, state.keys,
                           state.values, *([] if captured is None else [captured]))
@@ -433,6 +553,7 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
             state.select(keep_mx)
             carry = (carry[0][keep_mx], carry[1][keep_mx], tuple(a[keep_mx] for a in carry[2]),
                      carry[3], carry[4])
+            temps_mx = temps_mx[keep_mx]
             rows, alive = rows[keep], alive[keep]
 
 
@@ -447,12 +568,13 @@ def decode_with_fallback(wm: WhisperModel, features: mx.array, options: Decoding
                          capture: bool = False, prompt: list[int] | None = None,
                          audio_frames: np.ndarray | None = None,
                          on_final: Callable[[list[int], list[WindowResult]], None] | None = None,
-                         ) -> list[WindowResult]:
+                         spare_rows: int = 0) -> list[WindowResult]:
     """Decode a batch of windows; re-decode failing windows at rising temperatures.
     `audio_frames`: per window, its number of 20 ms encoder frames holding audio (see
     `decode_batch`). `on_final(rows, results)`, when given, hears about windows as soon as
-    their result is final (after each temperature), so a caller can use them while the
-    failing ones are decoded again."""
+    their result is final (after each pass), so a caller can use them while the failing ones
+    are decoded again. `spare_rows`: rows the caller's batch leaves free, in which the next
+    temperatures are decoded ahead (`DecodingOptions.fallback_ahead`)."""
     n_rows = features.shape[0]
     languages = None
     if wm.is_multilingual and options.language is None:
@@ -460,23 +582,36 @@ def decode_with_fallback(wm: WhisperModel, features: mx.array, options: Decoding
     elif options.language:
         languages = [options.language] * n_rows
     rng = np.random.default_rng(options.seed)
+    temperatures = options.temperatures
     attempts: list[list[WindowResult]] = [[] for _ in range(n_rows)]
     todo = np.arange(n_rows)
-    for temperature in options.temperatures:
-        rows = features if len(todo) == n_rows else features[mx.array(todo)]
-        decoded = decode_batch(wm, rows, options, temperature=temperature, capture=capture,
-                               languages=[languages[i] for i in todo] if languages else None,
-                               prompt=prompt, rng=rng,
-                               audio_frames=None if audio_frames is None else np.asarray(audio_frames)[todo])
+    level = 0  # every window still to do has failed the temperatures before this one
+    while len(todo) and level < len(temperatures):
+        ahead = options.attempts_ahead(len(todo), n_rows + max(0, spare_rows),
+                                       len(temperatures) - level)
+        window = np.tile(todo, ahead + 1)
+        rung = np.repeat(np.arange(ahead + 1), len(todo))
+        rows = features if len(window) == n_rows and ahead == 0 else features[mx.array(window)]
+        decoded = decode_batch(
+            wm, rows, options, temperature=[temperatures[level + r] for r in rung],
+            capture=capture, languages=[languages[i] for i in window] if languages else None,
+            prompt=prompt, rng=rng,
+            audio_frames=None if audio_frames is None else np.asarray(audio_frames)[window],
+            rungs=list(zip(window.tolist(), rung.tolist())) if ahead else None, stop_failed=True)
         failed, passed = [], []
-        for row, result in zip(todo, decoded):
-            attempts[row].append(result)
-            (failed if result.needs_fallback(options) else passed).append(int(row))
+        for i, row in enumerate(todo):
+            for r in range(ahead + 1):  # in temperature order; higher rungs of a pass stopped
+                result = decoded[r * len(todo) + i]
+                attempts[row].append(result)
+                if not result.needs_fallback(options):
+                    passed.append(int(row))
+                    break
+            else:
+                failed.append(int(row))
         if on_final is not None and passed:
             on_final(passed, [attempts[row][-1] for row in passed])
         todo = np.array(failed, dtype=np.int64)
-        if len(todo) == 0:
-            break
+        level += ahead + 1
     results = [tried[-1] for tried in attempts]
     if options.on_all_failed == "best":
         for row in todo:

@@ -18,9 +18,10 @@ def select_tokens(logits: mx.array, suppress: mx.array, text_ok: mx.array, eot_o
     """-> (tokens (B,) int32, log-probabilities (B,) float32 under the filtered distribution).
 
     Arguments as in `kernels.logits.select_tokens`: logits (B, V); suppress (V,) bool; text_ok,
-    eot_ok, ts_rule (B,) bool; ts_min, ts_max, blank (B,) int32 token ids (-1: none). Greedy,
-    or with a random `key` sampled from softmax(logits / temperature). A row with every token
-    banned ends (end-of-text, log-probability 0).
+    eot_ok, ts_rule (B,) bool; ts_min, ts_max, blank (B,) int32 token ids (-1: none). Greedy, or
+    with a random `key` sampled from softmax(logits / temperature); `temperature` is () or per
+    row (B,), where rows at 0 stay greedy. A row with every token banned ends (end-of-text,
+    log-probability 0).
     """
     vocab = logits.shape[-1]
     idx = mx.arange(vocab)[None, :]
@@ -39,8 +40,13 @@ def select_tokens(logits: mx.array, suppress: mx.array, text_ok: mx.array, eot_o
     x = mx.where(force[:, None] & (idx < ts_begin), -mx.inf, x)
     best = x.max(axis=-1)
     lse = mx.logsumexp(x, axis=-1)
-    if key is not None:  # sampling; `temperature` may be an array (one graph for all values)
-        choice = mx.random.categorical(x / temperature, key=key)
+    if key is not None:  # sampling; `temperature` is an array (one graph for all values)
+        t = mx.array(temperature, dtype=mx.float32)
+        if t.ndim == 1:  # per row; rows at 0 stay greedy
+            sampled = mx.random.categorical(x / mx.maximum(t, 1e-6)[:, None], key=key)
+            choice = mx.where(t > 0, sampled, mx.argmax(x, axis=-1))
+        else:
+            choice = mx.random.categorical(x / t, key=key)
     else:
         choice = mx.argmax(x, axis=-1)
     chosen = mx.take_along_axis(x, choice[:, None], axis=-1)[:, 0]

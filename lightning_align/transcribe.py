@@ -56,6 +56,7 @@ def transcribe(
     repeat_min_words: int | None = 4,
     logprob_threshold: float | None = -1.0,
     no_speech_threshold: float | None = 0.6,
+    fallback_ahead: int | str = "auto",
     sequential: bool = False,
     condition_on_previous_text: bool = True,
     cache: AttentionCache | None = None,
@@ -72,6 +73,9 @@ def transcribe(
     `keep_attention` captures the alignment heads' attention while decoding, so that `align`
     later needs no second pass; `word_timestamps=True` aligns every segment at once. Segment
     times are in seconds. `cache` bounds the captured attention (default: 512 MiB).
+    `fallback_ahead`: on a GPU, rows a batch leaves free decode the next temperatures beside
+    each window, so the fallback costs no extra passes ("auto"; 0 turns it off; see
+    `DecodingOptions.fallback_ahead`).
     Many short recordings: `transcribe_many` decodes their windows in shared batches.
     """
     return transcribe_many(
@@ -80,7 +84,8 @@ def transcribe(
         task=task, initial_prompt=initial_prompt, temperature=temperature,
         compression_ratio_threshold=compression_ratio_threshold,
         repeat_min_words=repeat_min_words, logprob_threshold=logprob_threshold,
-        no_speech_threshold=no_speech_threshold, sequential=sequential,
+        no_speech_threshold=no_speech_threshold, fallback_ahead=fallback_ahead,
+        sequential=sequential,
         condition_on_previous_text=condition_on_previous_text, cache=cache, progress=progress,
         verbose=verbose)[0]
 
@@ -102,6 +107,7 @@ def transcribe_many(
     repeat_min_words: int | None = 4,
     logprob_threshold: float | None = -1.0,
     no_speech_threshold: float | None = 0.6,
+    fallback_ahead: int | str = "auto",
     sequential: bool = False,
     condition_on_previous_text: bool = True,
     cache: AttentionCache | None = None,
@@ -145,7 +151,8 @@ def transcribe_many(
     options = DecodingOptions(
         task=task, language=language, temperatures=temps, initial_prompt=initial_prompt,
         compression_ratio_threshold=compression_ratio_threshold, repeat_min_words=repeat_min_words,
-        logprob_threshold=logprob_threshold, no_speech_threshold=no_speech_threshold)
+        logprob_threshold=logprob_threshold, no_speech_threshold=no_speech_threshold,
+        fallback_ahead=fallback_ahead)
     capture = keep_attention or word_timestamps
     if capture and cache is None:
         cache = AttentionCache()
@@ -303,7 +310,7 @@ def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbo
             by_window: dict[int, list[Segment]] = {}
 
             def accept(rows, results, batch=batch, by_window=by_window):
-                # Windows final at this temperature: their segments (and words, in the
+                # Windows final after this pass: their segments (and words, in the
                 # aligner thread) while the failing windows are decoded again.
                 accepted, cuts = [], []
                 for row, result in zip(rows, results):
@@ -319,7 +326,7 @@ def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbo
 
             results = decode_with_fallback(wm, features, options, capture=capture, prompt=prompt,
                                            audio_frames=[_audio_frames(w) for _, w in batch],
-                                           on_final=accept)
+                                           on_final=accept, spare_rows=batch_size - len(batch))
             del features
             for row, ((job, window), result) in enumerate(zip(batch, results)):
                 job.languages.append(result.language)
@@ -387,7 +394,8 @@ def _sequential(wm, samples, options, context, capture, condition, progress, ver
         prompt = [tokenizer.sot_prev] + history[-(wm.dims.n_text_ctx // 2 - 1):] if history else None
         opts = replace(options, language=language) if language else options
         result = decode_with_fallback(wm, features, opts, capture=capture, prompt=prompt,
-                                      audio_frames=[_audio_frames(window)])[0]
+                                      audio_frames=[_audio_frames(window)],
+                                      spare_rows=len(opts.temperatures) - 1)[0]
         language = language or result.language
         new = window_segments(wm, window, result, opts, context, len(segments), final=False)
         advance = _seek_advance(result, tokenizer.timestamp_begin, window)

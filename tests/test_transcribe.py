@@ -324,13 +324,20 @@ def test_repeated_words_counts_a_segment_said_twice_in_a_row(model):
     assert repeated_words([], ts, tok.decode) == 0
 
 
-def test_a_looping_window_is_decoded_again(model):
+@pytest.fixture(scope="module")
+def looping_clip():
+    """(the last 12 s of the speed benchmark's 183 s recording, the reference words there)."""
+    speech = generate_long_speech(180, seed=11)
+    return (speech.audio[int(171.13 * 16000):],
+            " ".join(w.word for w in speech.words if w.start >= 171.13))
+
+
+def test_a_looping_window_is_decoded_again(model, looping_clip):
     """tiny.en loops on this 12 s window at T=0 (found in the speed benchmark's 183 s recording):
     it says "The ship carried 140 passengers across the Atlantic." three times instead of the
     last sentence. The text is too short for the compression-ratio test; the repeat test sends
     the window to the next temperatures, and the missing sentence comes back."""
-    speech = generate_long_speech(180, seed=11)
-    clip = speech.audio[int(171.13 * 16000):]
+    clip, expected = looping_clip
     looping = la.transcribe(clip, model=model, repeat_min_words=None)
     texts = [s["text"].strip() for s in looping["segments"]]
     assert max(texts.count(t) for t in texts) >= 2 and "November" not in looping["text"]
@@ -339,8 +346,122 @@ def test_a_looping_window_is_decoded_again(model):
     assert max(texts.count(t) for t in texts) == 1
     assert fixed["segments"][0]["temperature"] > 0
     assert "November" in fixed["text"]
-    expected = " ".join(w.word for w in speech.words if w.start >= 171.13)
     assert word_error_rate(expected, fixed["text"]) < word_error_rate(expected, looping["text"])
+
+
+def test_fallback_decoded_ahead_in_fewer_passes(model, looping_clip, monkeypatch):
+    """With rows to spare, the looping window's next temperatures are decoded in the same pass
+    as its greedy attempt: fewer passes than trying them in turn, and either way the loop is
+    caught and the missing sentence comes back."""
+    clip, _ = looping_clip
+    decoding = sys.modules["lightning_align.decoding"]
+    passes = []
+
+    def counted(*args, temperature=0.0, **kwargs):
+        passes.append(np.atleast_1d(temperature).tolist())
+        return decode_batch(*args, temperature=temperature, **kwargs)
+
+    monkeypatch.setattr(decoding, "decode_batch", counted)
+    in_turn = la.transcribe(clip, model=model, keep_attention=False, fallback_ahead=0)
+    assert len(passes) >= 2 and passes[0] == [0.0]  # the greedy pass, then the fallback's
+    n_in_turn = len(passes)
+    passes.clear()
+    ahead = la.transcribe(clip, model=model, keep_attention=False, fallback_ahead=5)
+    assert passes[0] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0] and len(passes) < n_in_turn
+    for result in (in_turn, ahead):
+        texts = [s["text"].strip() for s in result["segments"]]
+        assert max(texts.count(t) for t in texts) == 1
+        assert result["segments"][0]["temperature"] > 0 and "November" in result["text"]
+
+
+@pytest.mark.parametrize("choice", ["host", "device"])
+def test_a_row_bound_to_fail_stops_early(model, looping_clip, choice):
+    """`stop_failed`: the looping window's greedy row has said its sentence twice, so it fails
+    whatever it says next; it stops there (a prefix of the full decode, failing too), unless
+    its temperature is the last one to try, where it runs to its end."""
+    features = model.model.embed_audio(mx.array(log_mel_window(looping_clip[0], 80)[None]))
+    options = DecodingOptions(token_choice=choice)
+    full = decode_batch(model, features, options)[0]
+    cut = decode_batch(model, features, options, stop_failed=True)[0]
+    assert full.needs_fallback(options) and cut.needs_fallback(options)
+    assert len(cut.tokens) < len(full.tokens) and cut.tokens == full.tokens[:len(cut.tokens)]
+    last = replace(options, temperatures=(0.0,))
+    assert decode_batch(model, features, last, stop_failed=True)[0].tokens == full.tokens
+
+
+@pytest.mark.parametrize("choice", ["host", "device"])
+def test_rows_at_zero_stay_greedy_beside_sampled_rows(model, short_speech, choice):
+    """Per-row temperatures: rows at 0 choose exactly the tokens of a greedy-only batch, the
+    sampled rows keep their temperature and the timestamp rules."""
+    a = short_speech.audio
+    features = model.model.embed_audio(mx.array(np.stack([log_mel_window(x, 80)
+                                                           for x in (a, a[: len(a) // 2])])))
+    options = DecodingOptions(token_choice=choice, seed=1)
+    greedy = decode_batch(model, features, options)
+    mixed = decode_batch(model, features[mx.array([0, 1, 0, 1])], options,
+                         temperature=[0.0, 0.0, 1.0, 1.0])
+    assert [r.tokens for r in mixed[:2]] == [r.tokens for r in greedy]
+    assert [r.temperature for r in mixed] == [0.0, 0.0, 1.0, 1.0]
+    ts_begin = model.tokenizer().timestamp_begin
+    for r in mixed[2:]:
+        stamps = [t for t in r.tokens if t >= ts_begin]
+        assert stamps == sorted(stamps) and r.tokens[0] >= ts_begin
+
+
+@pytest.mark.parametrize("choice", ["host", "device"])
+def test_higher_rungs_stop_once_a_lower_one_passes(model, short_speech, choice):
+    """`rungs`: a row decoding window 0 at rung 1 stops once its rung-0 row has ended and
+    passed (its tokens a prefix of what it would decode alone), and runs to its end when the
+    rung-0 row failed. Both rows are greedy here, so the prefix is exact."""
+    a = short_speech.audio
+    features = model.model.embed_audio(mx.array(np.stack([log_mel_window(x, 80)
+                                                           for x in (a[: len(a) // 4], a)])))
+    options = DecodingOptions(token_choice=choice)
+    short, full = decode_batch(model, features, options)
+    assert len(short.tokens) + 10 < len(full.tokens)
+    stopped = decode_batch(model, features, options, rungs=[(0, 0), (0, 1)])[1]
+    assert len(stopped.tokens) < len(full.tokens) and stopped.tokens == full.tokens[:len(stopped.tokens)]
+    failing = replace(options, logprob_threshold=0.0)  # nothing passes: every rung is needed
+    assert decode_batch(model, features, failing, rungs=[(0, 0), (0, 1)])[1].tokens == full.tokens
+
+
+def test_fallback_ahead_keeps_the_ladders_choice(model, short_speech, monkeypatch):
+    """decode_with_fallback with attempts decoded ahead returns what the ladder would: the
+    greedy result where it passes (two windows, each its own), the T=1.0 sample ("last") or the
+    greedy attempt ("best") when nothing passes; without spare rows, one pass per temperature."""
+    a = short_speech.audio
+    features = model.model.embed_audio(mx.array(np.stack([log_mel_window(x, 80)
+                                                           for x in (a, a[: len(a) // 2])])))
+    decoding = sys.modules["lightning_align.decoding"]
+    passes = []
+
+    def counted(*args, **kwargs):
+        passes.append(1)
+        return decode_batch(*args, **kwargs)
+
+    monkeypatch.setattr(decoding, "decode_batch", counted)
+    temps = (0.0, 0.6, 1.0)
+    greedy = decode_with_fallback(model, features, DecodingOptions(temperatures=(0.0,)))
+    passes.clear()
+    ahead = decode_with_fallback(model, features, DecodingOptions(temperatures=temps,
+                                                                  fallback_ahead=2), spare_rows=4)
+    assert [r.tokens for r in ahead] == [r.tokens for r in greedy] and len(passes) == 1
+    for rule, kept_t in (("last", 1.0), ("best", 0.0)):
+        failing = DecodingOptions(temperatures=temps, logprob_threshold=0.0, on_all_failed=rule,
+                                  fallback_ahead=2)
+        passes.clear()
+        kept = decode_with_fallback(model, features, failing, spare_rows=4)
+        assert [r.temperature for r in kept] == [kept_t, kept_t] and len(passes) == 1
+        passes.clear()
+        decode_with_fallback(model, features, failing, spare_rows=0)
+        assert len(passes) == len(temps)
+    assert [r.tokens for r in kept] == [r.tokens for r in greedy]
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "all"])
+def test_fallback_ahead_rejects_bad_values(bad):
+    with pytest.raises(la.errors.DecodingError, match="fallback_ahead"):
+        DecodingOptions(fallback_ahead=bad)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True])
