@@ -64,15 +64,19 @@ class AttentionProbe:
         still in the batch) are dropped when the steps are collected."""
         self._steps.append((np.where(alive, rows, -1), queries))
 
-    def per_row(self, n_rows: int) -> tuple[list[RowScores], list[np.ndarray]]:
+    def per_row(self, n_rows: int, skip: np.ndarray | None = None,
+                ) -> tuple[list[RowScores], list[np.ndarray]]:
         """-> for each original row, its (steps, heads, frames) float16 scores (`RowScores`, on
         the device until cut) and (steps, heads) float32 log-normalizers over the row's frames,
-        in step order."""
-        if not self._steps:
+        in step order. Rows `skip` (n_rows,) bool marks get none (no steps): their decodes are
+        not used."""
+        row_ids = np.concatenate([r for r, _ in self._steps]) if self._steps else np.zeros(0, int)
+        if skip is not None and len(row_ids):
+            row_ids = np.where((row_ids >= 0) & skip[np.maximum(row_ids, 0)], -1, row_ids)
+        if not (row_ids >= 0).any():
             empty = mx.zeros((0, len(self.pairs), 0), mx.float16)
             return ([RowScores(empty, 0, 0) for _ in range(n_rows)],
                     [np.zeros((0, len(self.pairs)), np.float32) for _ in range(n_rows)])
-        row_ids = np.concatenate([r for r, _ in self._steps])
         live = np.flatnonzero(row_ids >= 0)
         sorted_ids = live[np.argsort(row_ids[live], kind="stable")]
         counts = np.bincount(row_ids[live], minlength=n_rows)

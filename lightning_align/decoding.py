@@ -352,9 +352,20 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
         loop(step_fn, state, probe, rules, tokens, np.ascontiguousarray(host[:, 1, :]), suppress,
              tok, temps, rng, sample_len, stops)
 
-    attention, norms = probe.per_row(n_rows) if probe else ([None] * n_rows, [None] * n_rows)
-    return [replace(result(row, *tokens.of(row)), attention=attention[row], log_norm=norms[row])
-            for row in range(n_rows)]
+    results = [result(row, *tokens.of(row)) for row in range(n_rows)]
+    if not probe:
+        return results
+    # No attention for the attempts above one of their window that passed: never used.
+    unused = None
+    if rungs is not None:
+        window, rung = np.asarray(rungs, np.int64).reshape(-1, 2).T
+        first_pass = {}
+        for row in np.argsort(rung, kind="stable"):
+            if window[row] not in first_pass and not results[row].needs_fallback(options):
+                first_pass[window[row]] = rung[row]
+        unused = np.array([rung[r] > first_pass.get(window[r], rung[r]) for r in range(n_rows)])
+    attention, norms = probe.per_row(n_rows, unused)
+    return [replace(r, attention=a, log_norm=n) for r, a, n in zip(results, attention, norms)]
 
 
 class _Stops:

@@ -411,18 +411,22 @@ def test_rows_at_zero_stay_greedy_beside_sampled_rows(model, short_speech, choic
 @pytest.mark.parametrize("choice", ["host", "device"])
 def test_higher_rungs_stop_once_a_lower_one_passes(model, short_speech, choice):
     """`rungs`: a row decoding window 0 at rung 1 stops once its rung-0 row has ended and
-    passed (its tokens a prefix of what it would decode alone), and runs to its end when the
-    rung-0 row failed. Both rows are greedy here, so the prefix is exact."""
+    passed (its tokens a prefix of what it would decode alone, and no captured attention), and
+    runs to its end when the rung-0 row failed. Both rows are greedy here, so the prefix is
+    exact."""
     a = short_speech.audio
     features = model.model.embed_audio(mx.array(np.stack([log_mel_window(x, 80)
                                                            for x in (a[: len(a) // 4], a)])))
     options = DecodingOptions(token_choice=choice)
     short, full = decode_batch(model, features, options)
     assert len(short.tokens) + 10 < len(full.tokens)
-    stopped = decode_batch(model, features, options, rungs=[(0, 0), (0, 1)])[1]
+    first, stopped = decode_batch(model, features, options, rungs=[(0, 0), (0, 1)], capture=True)
     assert len(stopped.tokens) < len(full.tokens) and stopped.tokens == full.tokens[:len(stopped.tokens)]
+    # the attempt above the one that passed gets no attention: it is never used
+    assert first.attention.shape[0] == len(first.tokens) + 1 and stopped.attention.shape[0] == 0
     failing = replace(options, logprob_threshold=0.0)  # nothing passes: every rung is needed
-    assert decode_batch(model, features, failing, rungs=[(0, 0), (0, 1)])[1].tokens == full.tokens
+    _, ran = decode_batch(model, features, failing, rungs=[(0, 0), (0, 1)], capture=True)
+    assert ran.tokens == full.tokens and ran.attention.shape[0] == len(ran.tokens) + 1
 
 
 def test_fallback_ahead_keeps_the_ladders_choice(model, short_speech, monkeypatch):
