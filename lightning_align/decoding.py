@@ -358,7 +358,7 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     # No attention for the attempts above one of their window that passed: never used.
     unused = None
     if rungs is not None:
-        window, rung = np.asarray(rungs, np.int64).reshape(-1, 2).T
+        window, rung = stops.window, stops.rung
         first_pass = {}
         for row in np.argsort(rung, kind="stable"):
             if window[row] not in first_pass and not results[row].needs_fallback(options):
@@ -385,6 +385,7 @@ class _Stops:
         pairs = np.asarray(rungs if rungs is not None else [(r, 0) for r in range(n_rows)],
                            np.int64).reshape(-1, 2)
         self.window, self.rung = pairs[:, 0], pairs[:, 1]
+        self.top = int(self.rung.max(initial=0))
         self.passed, self.doomed = passed, doomed
         self.stoppable = stoppable if stoppable is not None else np.zeros(n_rows, bool)
         self.stopped = np.zeros(n_rows, bool)
@@ -401,10 +402,10 @@ class _Stops:
             check = rows[alive][self.stoppable[rows[alive]]]
             self.stopped[check[self.doomed(check)]] = True
             alive = alive & ~self.stopped[rows]
-        if self.next < self.rung.max():
+        if self.next < self.top:
             ended = np.ones(len(self.window), bool)
             ended[rows] = ~alive
-            while self.next < self.rung.max():
+            while self.next < self.top:
                 at = np.flatnonzero((self.rung == self.next) & ~self.stopped)
                 if not ended[at].all():
                     break
