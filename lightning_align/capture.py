@@ -1,8 +1,9 @@
 """Capture the alignment heads' cross-attention while the batched decoder runs.
 
-The decoder hands the probe, for the layers it is told about, the curated alignment heads'
-scaled cross-attention *queries* of each step (B, heads, 64): keeping them is all a decoding
-step does for word timing. A step's attention scores are those queries against the window's
+The decoder hands the probe, for the layers it is told about, each step's cross-attention
+*queries*: the compiled step its query projections as they are (B, 1, n_state), so that keeping
+them is all a decoding step does for word timing; the alignment heads are picked out and scaled
+for all steps at once, at collection. A step's attention scores are those queries against the window's
 cross-attention keys, which are fixed for the whole decode; so the scores of every step are
 computed at once, one (steps x 64) @ (64 x frames) product per row and head, when the batch is
 collected (`per_row`). On a GPU this takes the probe off the step's critical path, where a
@@ -36,14 +37,17 @@ class AttentionProbe:
     """Collects (tokens x heads x frames) alignment-head scores, and their softmax normalizers,
     for each row of a batch. `frames[row]`: the row's audio frames (default: all 1500)."""
 
-    def __init__(self, pairs: tuple[tuple[int, int], ...], frames: np.ndarray | None = None):
+    def __init__(self, pairs: tuple[tuple[int, int], ...], frames: np.ndarray | None = None,
+                 n_head: int | None = None):
         self.pairs = tuple(sorted(pairs))
         self.layers = _layers(self.pairs)
         self.frames = None if frames is None else np.asarray(frames, np.int32)
+        self.n_head = n_head  # the decoder's heads per layer, to split `record`'s projections
         self._order = sorted(self.layers)
         self._pending: dict[int, mx.array] = {}
         self._keys: dict[int, mx.array] = {}  # layer -> (B, heads, D, frames), the batch's rows
-        self._steps: list[tuple[np.ndarray, mx.array]] = []  # (row ids, queries) per step
+        # per step: (row ids, its scaled queries (B, heads, D), or its layers' projections)
+        self._steps: list[tuple[np.ndarray, mx.array | tuple[mx.array, ...]]] = []
 
     def take(self, layer: int, queries: mx.array, keys: mx.array) -> None:
         """Receive one layer's scaled queries (B, heads, L, D) of the current step, and the
@@ -59,10 +63,33 @@ class AttentionProbe:
         self._pending.clear()
         return [queries]
 
-    def record(self, rows: np.ndarray, alive: np.ndarray, queries: mx.array) -> None:
-        """Keep one compiled step's (B, heads, D) scaled queries; rows not `alive` (finished,
-        still in the batch) are dropped when the steps are collected."""
-        self._steps.append((np.where(alive, rows, -1), queries))
+    def record(self, rows: np.ndarray, alive: np.ndarray, projections: tuple[mx.array, ...]) -> None:
+        """Keep one compiled step's cross-attention query projections, (B, 1, n_state) for each
+        probed layer in layer order (unscaled, all heads: `CompiledStep`); rows not `alive`
+        (finished, still in the batch) are dropped when the steps are collected."""
+        if self.n_head is None:
+            raise ValueError("AttentionProbe.record needs n_head (the decoder's heads per layer)")
+        self._steps.append((np.where(alive, rows, -1), tuple(projections)))
+
+    def _queries(self) -> mx.array:
+        """All steps' scaled queries of the probed heads, (N, heads, D) in step order: each run
+        of recorded steps split into heads, picked and scaled in one go."""
+        parts, run = [], []
+        for _, q in self._steps + [(None, None)]:
+            if isinstance(q, tuple):
+                run.append(q)
+                continue
+            if run:
+                picked = []
+                for j, layer in enumerate(self._order):
+                    p = mx.concatenate([step[j] for step in run], axis=0) if len(run) > 1 else run[0][j]
+                    picked.append(p.reshape(p.shape[0], self.n_head, -1)[:, self.layers[layer]])
+                heads = mx.concatenate(picked, axis=1) if len(picked) > 1 else picked[0]
+                parts.append(heads * heads.shape[-1] ** -0.5)
+                run = []
+            if q is not None:
+                parts.append(q)
+        return mx.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
 
     def per_row(self, n_rows: int, skip: np.ndarray | None = None,
                 ) -> tuple[list[RowScores], list[np.ndarray]]:
@@ -81,8 +108,7 @@ class AttentionProbe:
         sorted_ids = live[np.argsort(row_ids[live], kind="stable")]
         counts = np.bincount(row_ids[live], minlength=n_rows)
         cuts = np.cumsum(counts)[:-1]
-        queries = mx.take(mx.concatenate([q for _, q in self._steps], axis=0),
-                          mx.array(sorted_ids), axis=0)  # (N, heads, D), sorted into rows
+        queries = mx.take(self._queries(), mx.array(sorted_ids), axis=0)  # (N, heads, D), by row
         keys = mx.concatenate([self._keys[layer] for layer in self._order], axis=1)
         stacked = peak_relative(row_scores(queries, keys, counts))
         frames = None if self.frames is None else mx.array(self.frames[row_ids[sorted_ids]])

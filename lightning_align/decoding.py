@@ -144,6 +144,28 @@ class WindowResult:
                     and self.repeated_words >= options.repeat_min_words))
 
 
+# Tokens a row must have chosen before its text alone can doom it (`bound_to_fail`): text of
+# this length (~200 bytes) compresses past Whisper's 2.4 only when it repeats itself heavily.
+LOOP_MIN_TOKENS = 48
+
+
+def bound_to_fail(tokens: Sequence[int], options: DecodingOptions, eot: int, ts_begin: int,
+                  decode: Callable[[list[int]], str]) -> bool:
+    """Whether a row's tokens so far (a prefix of its attempt) already make it fail
+    `WindowResult.is_repetitive`: a segment said twice (`options.repeat_min_words`; exact, as
+    whatever follows keeps the repeat), or, from `LOOP_MIN_TOKENS` tokens on, text compressing
+    past `options.compression_ratio_threshold`: a loop under way. The second is a judgement,
+    not a proof (new text after the loop would lower the ratio); a sampled row caught in a loop
+    otherwise runs all `sample_len` steps, and its batch waits for it."""
+    if (options.repeat_min_words is not None
+            and repeated_words(tokens, ts_begin, decode) >= options.repeat_min_words):
+        return True
+    if options.compression_ratio_threshold is None or len(tokens) < LOOP_MIN_TOKENS:
+        return False
+    text = decode([t for t in tokens if t < eot])
+    return compression_ratio(text) > options.compression_ratio_threshold
+
+
 def repeated_words(tokens: Sequence[int], ts_begin: int, decode: Callable[[list[int]], str]) -> int:
     """Words in the longest segment of `tokens` (text and timestamp tokens of one window) whose
     text equals the segment's before it, compared as lower-case words without punctuation."""
@@ -278,11 +300,11 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     (rung 0 the lowest); once every row of a rung has ended, the higher rungs of the windows
     whose result there passed `WindowResult.needs_fallback` stop early, and their results are
     cut short (a caller uses only the first attempt that passes). With `stop_failed`, a row
-    that has already said a segment twice (`DecodingOptions.repeat_min_words`: it will fail
-    whatever follows) stops once it is among the batch's last quarter of rows still decoding,
-    unless its temperature is the last of `options.temperatures` or it may yet count as
-    silence; its result is cut short, and failing, so a looping row does not hold up the
-    batch for the rest of its `sample_len` steps. Tokens are chosen where `options.token_choice`
+    `bound_to_fail` (a segment said twice, or a long text that compresses like a loop) stops
+    once it is among the batch's last quarter of rows still decoding, unless its temperature is
+    the last of `options.temperatures` or it may yet count as silence; its result is cut short,
+    and failing, so a looping row does not hold up the batch for the rest of its `sample_len`
+    steps. Tokens are chosen where `options.token_choice`
     says."""
     n_rows = features.shape[0]
     dims = wm.dims
@@ -301,7 +323,7 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     sample_len = options.sample_len or dims.n_text_ctx // 2
     sample_len = min(sample_len, dims.n_text_ctx - initial.shape[1])
 
-    probe = AttentionProbe(wm.captured_heads, audio_frames) if capture else None
+    probe = AttentionProbe(wm.captured_heads, audio_frames, dims.n_text_head) if capture else None
     state = DecoderState(wm.model.decoder, features, probe.layers if probe else None)
     vocab = dims.n_vocab
     suppress = _suppress_mask(tok, vocab, options)
@@ -328,8 +350,8 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
 
     def doomed(rows: np.ndarray) -> np.ndarray:
         so_far = tokens.so_far()
-        return np.array([repeated_words(so_far[r][0], tok.timestamp_begin, tok.decode)
-                         >= options.repeat_min_words for r in rows], bool)
+        return np.array([bound_to_fail(so_far[r][0], options, tok.eot, tok.timestamp_begin,
+                                       tok.decode) for r in rows], bool)
 
     with wm.lock:
         logits = wm.model.decoder.step(mx.array(initial), state, probe, positions=(sot_index, -1))
@@ -340,7 +362,8 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
         p = np.exp(at_sot - at_sot.max(-1, keepdims=True))
         no_speech = (p[:, tok.no_speech] / p.sum(-1)) if tok.no_speech is not None else np.zeros(n_rows)
         stoppable = None
-        if stop_failed and options.repeat_min_words is not None:
+        if stop_failed and (options.repeat_min_words is not None
+                            or options.compression_ratio_threshold is not None):
             stoppable = row_temperature < max(options.temperatures)
             if options.no_speech_threshold is not None and options.logprob_threshold is not None:
                 # A repetitive result still passes as silence (no_speech_prob over its
@@ -491,7 +514,7 @@ def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok
         outputs = [logits]
         if probe:
             probe.record(rows, alive, captured)
-            outputs.append(captured)
+            outputs.extend(captured)
         mx.eval(*outputs)
         step_logits = np.asarray(outputs[0])
 
@@ -547,7 +570,7 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
                 *carry, temps_mx, state, suppress_mx, special)
             carry = (next_tokens, alive_out, rules_out, offset, key)
             mx.async_eval(chosen, lp, next_tokens, alive_out, *rules_out, offset, key, state.keys,
-                          state.values, *([] if captured is None else [captured]))
+                          state.values, *(captured or ()))
             queue.append((rows, chosen, lp, alive_out, captured))
             issued += 1
         if not queue:

@@ -288,10 +288,12 @@ class CompiledStep:
     an array, so one compilation serves every step of every batch of the same size. Fusing the
     layer norms, GELUs and residual adds, and building the graph once instead of per step, is
     what makes batched decoding fast on a GPU, where a step is a few hundred small kernels.
-    With `probe_layers`, the step also returns the alignment heads' scaled cross-attention
-    queries (B, heads, D): the step's only extra work is to keep them. Their scores against the
-    window's keys, a (B, heads, frames) product per step, are computed for all steps at once when
-    the batch is collected (`AttentionProbe.per_row`), off the step's critical path.
+    With `probe_layers`, the step also returns, for each probed layer in layer order, its
+    cross-attention query projection (B, 1, n_state) as the attention consumed it: outputs kept
+    alive, no extra kernel. Picking the alignment heads out of them, the scaling, and their
+    scores against the window's keys are done for all steps at once when the batch is collected
+    (`AttentionProbe.per_row`): on a GPU a step is a few hundred small kernels bound by their
+    launches, and a gather and a product per probed layer in every step had cost ~15 % of it.
     """
 
     def __init__(self, decoder: TextDecoder, probe_layers: dict | None = None):
@@ -318,16 +320,14 @@ class CompiledStep:
             new_values.append(vc)
             x = x + sa.merge(mx.fast.scaled_dot_product_attention(q, kc, vc, scale=scale, mask=mask))
             ca = block.cross_attn
-            q = ca.heads(ca.query(block.cross_attn_ln(x)))
+            projected = ca.query(block.cross_attn_ln(x))
             ck, cv = cross[i]
-            x = x + ca.merge(cross_attention(q, ck, cv, scale))
+            x = x + ca.merge(cross_attention(ca.heads(projected), ck, cv, scale))
             if i in self.probe:
-                queries.append(q[:, self.probe[i], 0, :] * scale)
+                queries.append(projected)
             x = x + block.mlp(x)
         logits = (d.ln(x)[:, 0, :] @ self.projection).astype(mx.float32)
-        if queries:
-            return logits, new_keys, new_values, mx.concatenate(queries, axis=1)
-        return logits, new_keys, new_values
+        return (logits, new_keys, new_values, *queries)
 
     def _step_choose(self, special, tokens, alive, rules, offset, key, temperature, keys, values,
                      cross, suppress):
@@ -359,7 +359,8 @@ class CompiledStep:
         `key` the random key and `temperature` () float32 the temperature sampling draws with;
         `special` = (eot, timestamp_begin, vocab, timestamps on, sampling). Returns (chosen (B,),
         their log-probabilities (B,), alive after this step, next tokens (B,), rules, offset + 1,
-        next key, the probed heads' scaled queries or None) and advances `state`."""
+        next key, the probed layers' query projections (see the class) or None) and advances
+        `state`."""
         fn = self._fn_choose.get(special)
         if fn is None:  # one compiled graph per kind of step; MLX keeps one per batch shape
             fn = self._fn_choose[special] = mx.compile(partial(self._step_choose, special))
@@ -367,14 +368,14 @@ class CompiledStep:
                  state.cross, suppress)
         state.keys, state.values = out[7], out[8]
         state.offset += 1
-        return tuple(out[:7]) + (out[9] if self.probe else None,)
+        return tuple(out[:7]) + (tuple(out[9:]) if self.probe else None,)
 
     def __call__(self, tokens: mx.array, state: DecoderState):
-        """Run one token per row (B, 1) at `state.offset`; -> (logits (B, V), the probed heads'
-        scaled queries (B, heads, D) or None)."""
+        """Run one token per row (B, 1) at `state.offset`; -> (logits (B, V), the probed layers'
+        query projections (see the class) or None)."""
         out = self._fn(tokens, mx.array(state.offset, dtype=mx.int32), state.keys, state.values,
                        state.cross)
         state.keys, state.values = out[1], out[2]
         state.offset += 1
-        return out[0], out[3] if self.probe else None
+        return out[0], tuple(out[3:]) if self.probe else None
 

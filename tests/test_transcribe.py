@@ -13,8 +13,8 @@ import soundfile as sf
 import lightning_align as la
 from lightning_align.backend import mx
 from lightning_align.capture import ForcedProbe, to_host
-from lightning_align.decoding import (DecodingOptions, decode_batch, decode_with_fallback,
-                                      repeated_words)
+from lightning_align.decoding import (LOOP_MIN_TOKENS, DecodingOptions, bound_to_fail,
+                                      decode_batch, decode_with_fallback, repeated_words)
 from lightning_align.mel import log_mel_batch, log_mel_window
 from lightning_align.model import DecoderState
 from lightning_align.synth import long_speech as generate_long_speech
@@ -387,6 +387,32 @@ def test_a_row_bound_to_fail_stops_early(model, looping_clip, choice):
     assert len(cut.tokens) < len(full.tokens) and cut.tokens == full.tokens[:len(cut.tokens)]
     last = replace(options, temperatures=(0.0,))
     assert decode_batch(model, features, last, stop_failed=True)[0].tokens == full.tokens
+
+
+def test_bound_to_fail_judges_a_prefix(model):
+    """A prefix that has said a segment twice fails whatever follows; one whose text, long
+    enough, compresses like a loop is judged failing too; plain speech, a short repeat, or the
+    tests switched off are not."""
+    tok = model.tokenizer()
+    eot, ts = tok.eot, tok.timestamp_begin
+    options = DecodingOptions()
+
+    def judged(tokens, opts=options):
+        return bound_to_fail(tokens, opts, eot, ts, tok.decode)
+
+    loop = tok.encode(" and then the ship sailed on" * 12)
+    assert len(loop) >= LOOP_MIN_TOKENS and judged([ts] + loop)
+    assert not judged(([ts] + loop)[:LOOP_MIN_TOKENS - 1])  # too short to judge by its text
+    assert not judged([ts] + loop, replace(options, compression_ratio_threshold=None,
+                                           repeat_min_words=None))
+    plain = tok.encode(" The quick brown fox jumps over the lazy dog while seven ships carried "
+                       "one hundred and forty passengers across the Atlantic in November, and "
+                       "nobody on board knew where the captain had hidden the last of the maps "
+                       "that the old sailor had drawn before the storm.")
+    assert len(plain) >= LOOP_MIN_TOKENS and not judged([ts] + plain + [ts + 250])
+    said = tok.encode(" The ship is late.")  # four words: `repeat_min_words`
+    said_twice = [ts] + said + [ts + 50, ts + 50] + said
+    assert judged(said_twice) and not judged(said_twice, replace(options, repeat_min_words=None))
 
 
 @pytest.mark.parametrize("choice", ["host", "device"])
