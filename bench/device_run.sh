@@ -4,7 +4,8 @@
 # Knobs: STAGE (staging dir, e.g. .device-stage-base), MODEL_DIR (the weights, when not the
 # stage's), AUDIO, REF (its text: adds WER), TILE, LIGHTNING, BATCHES, WINDOWS, REPEAT (runs of
 # each lightning system after the warm-up; the report keeps the fastest), INTERLEAVE (non-empty:
-# the systems run in rounds, see bench.throughput --interleave), PEERS, PEER_REPEAT, BREAK.
+# the systems run in rounds, see bench.throughput --interleave), VARY_SEED (non-empty: lightning's
+# fallback samples drawn with seed r in round r), PEERS, PEER_REPEAT, BREAK.
 set -uo pipefail
 source "${STAGE:-.device-stage}/payload/device-install" --env-only
 [ -n "${MODEL_DIR:-}" ] && export WHISPER_MODEL_DIR=$MODEL_DIR
@@ -25,10 +26,10 @@ fi
 for tile in ${TILE:-1 4}; do
   [ "$tile" != 1 ] && refarg=()  # WER is a quadratic edit distance: minutes on tiled text
   python3 -m bench.throughput "$audio" --tile "$tile" --systems "${LIGHTNING:-lightning,lightning+capture,lightning+words}" \
-      --batch-sizes "${BATCHES:-64}" --window-s "${WINDOWS:-30,auto}" --repeat "${REPEAT:-1}" ${INTERLEAVE:+--interleave} \
+      --batch-sizes "${BATCHES:-64}" --window-s "${WINDOWS:-30,auto}" --repeat "${REPEAT:-1}" ${INTERLEAVE:+--interleave} ${VARY_SEED:+--vary-seed} \
       "${refarg[@]}" --out "$OUT/gpu.jsonl" 2>&1 | cut -c1-200
 done
 [ -n "${PEERS-mlx-whisper,mlx-whisper+words}" ] && python3 -m bench.throughput "$audio" \
     --systems "${PEERS:-mlx-whisper,mlx-whisper+words},lightning,lightning+words" --batch-sizes 64 \
-    --repeat "${PEER_REPEAT:-1}" ${INTERLEAVE:+--interleave} "${refarg[@]}" --out "$OUT/gpu.jsonl" 2>&1 | cut -c1-200
+    --repeat "${PEER_REPEAT:-1}" ${INTERLEAVE:+--interleave} ${VARY_SEED:+--vary-seed} "${refarg[@]}" --out "$OUT/gpu.jsonl" 2>&1 | cut -c1-200
 exit 0

@@ -175,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
                        "Files from 2026-12-01 on (`gpu-h200-15*`, `cpu-2core-5`) ran the systems "
                        "in interleaved rounds (`--interleave`): their overheads are also given "
                        "paired round by round, the figure to trust on hosts that drift. "
+                       "The fallback temperatures sample, so a run's time is also a draw: "
+                       "mlx-whisper's random state moves on from run to run, lightning repeats "
+                       "seed 0 in every run unless it ran with `--vary-seed` (seed r in round r; "
+                       "no file before 2026-12-03 did). "
                        "Regenerate: `python -m bench.report`.", "",
                        tables(rows), f"![x realtime vs audio length]({PLOT.name})", END])
     text = DOC.read_text() if DOC.exists() else ""

@@ -53,13 +53,13 @@ def mlx_dir(source: str) -> Path:
 
 def lightning(samples: np.ndarray, *, model, batch_size: int | None = None, words: bool = False,
               keep_attention: bool = False, window_s: float | None = None,
-              fallback_ahead: int | str = "auto") -> Run:
+              fallback_ahead: int | str = "auto", seed: int = 0) -> Run:
     import lightning_align as la
 
     t = time.perf_counter()
     result = la.transcribe(samples, model=model, batch_size=batch_size, word_timestamps=words,
                            keep_attention=keep_attention, window_s=window_s,
-                           fallback_ahead=fallback_ahead)
+                           fallback_ahead=fallback_ahead, seed=seed)
     return Run(time.perf_counter() - t, result["segments"], _words(result["segments"]))
 
 

@@ -73,6 +73,11 @@ def main(argv=None) -> int:
                    help="run the systems in rounds (each once per round, the order reversed every "
                         "other round) instead of one system's repeats back to back: a host that "
                         "drifts over minutes then slows both sides of a comparison alike")
+    p.add_argument("--vary-seed", action="store_true",
+                   help="lightning's fallback samples drawn with seed r in round r (warm-up: seed "
+                        "0) instead of seed 0 in every run: each run is then another draw of the "
+                        "fallback's luck, as mlx-whisper's runs are (its random state moves on "
+                        "from run to run)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
@@ -95,11 +100,13 @@ def main(argv=None) -> int:
                 for b, w in ((b, w) for b in batch_sizes for w in windows):
                     kw = {"model": wm, "batch_size": b, "window_s": w, "fallback_ahead": ahead}
                     if name == "lightning":
-                        yield name, (b, w), lambda kw=kw: systems.lightning(samples, **kw)
+                        yield name, (b, w), lambda kw=kw, seed=0: systems.lightning(samples, seed=seed, **kw)
                     elif name == "lightning+capture":
-                        yield name, (b, w), lambda kw=kw: systems.lightning(samples, keep_attention=True, **kw)
+                        yield name, (b, w), lambda kw=kw, seed=0: systems.lightning(
+                            samples, keep_attention=True, seed=seed, **kw)
                     elif name == "lightning+words":
-                        yield name, (b, w), lambda kw=kw: systems.lightning(samples, words=True, **kw)
+                        yield name, (b, w), lambda kw=kw, seed=0: systems.lightning(
+                            samples, words=True, seed=seed, **kw)
                     elif name.startswith("lightning+lazy"):
                         frac = float(name.split("lazy")[1]) / 100
                         yield name, (b, w), lambda kw=kw, f=frac: sum_runs(systems.lightning_lazy(samples, fraction=f, **kw))
@@ -131,7 +138,8 @@ def main(argv=None) -> int:
         if id(run) not in warm:
             run()  # warm-up: compilation, caches, first-call costs
             warm.add(id(run))
-        r = run()
+        seed = round_ if args.vary_seed and name in SEEDED else 0
+        r = run(seed=seed) if seed else run()
         row = {"system": name, "batch_size": batch, "audio_s": round(audio_s, 2),
                "wall_s": round(r.wall_s, 4), "rtf": round(audio_s / r.wall_s, 2),
                "segments": len(r.segments), "words": r.words, "model": wm.name,
@@ -141,6 +149,7 @@ def main(argv=None) -> int:
         if name.startswith("lightning"):
             row["window_s"] = window if window is not None else "auto"
             row["fallback_ahead"] = ahead
+            row["seed"] = seed
         if reference is not None:
             text = " ".join(s["text"] if isinstance(s, dict) else s.text for s in r.segments)
             row["wer"] = round(word_error_rate(" ".join([reference] * args.tile), text), 4)
@@ -150,6 +159,9 @@ def main(argv=None) -> int:
             out.write(line + "\n")
             out.flush()
     return 0
+
+
+SEEDED = ("lightning", "lightning+capture", "lightning+words")  # the runners taking a seed
 
 
 def sum_runs(pair):

@@ -3,8 +3,8 @@
 The decoder hands the probe, for the layers it is told about, each step's cross-attention
 *queries*: the compiled step its query projections as they are (B, 1, n_state), so that keeping
 them is all a decoding step does for word timing; the alignment heads are picked out and scaled
-for all steps at once, at collection. A step's attention scores are those queries against the window's
-cross-attention keys, which are fixed for the whole decode; so the scores of every step are
+for all steps at once, at collection. A step's attention scores are those queries against the
+window's cross-attention keys, which are fixed for the whole decode; so the scores of every step are
 computed at once, one (steps x 64) @ (64 x frames) product per row and head, when the batch is
 collected (`per_row`). On a GPU this takes the probe off the step's critical path, where a
 (B, heads, frames) product, its row maximum and a float16 copy each step had cost more than

@@ -50,6 +50,7 @@ class DecodingOptions:
     # repetitive (faster-whisper's rule: the T=1.0 sample is usually the worst of them), "last"
     # keeps the final one as openai-whisper does.
     on_all_failed: str = "best"
+    # Seeds the draws at fallback temperatures: the same seed, the same samples on one backend.
     seed: int = 0
     # Where each step's token is chosen: "device" inside the compiled step, with the host
     # queuing steps ahead (fast on a GPU); "host" by a numba kernel over the step's logits (fast
@@ -79,6 +80,8 @@ class DecodingOptions:
                                                    or self.repeat_min_words < 1):
             raise DecodingError(f"repeat_min_words={self.repeat_min_words!r}: give a whole "
                                 "number of words >= 1, or None to turn the test off.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise DecodingError(f"seed={self.seed!r}: give a whole number >= 0.")
         if self.token_choice not in ("auto", "device", "host"):
             raise DecodingError(f"token_choice={self.token_choice!r}: use 'auto', 'device' or 'host'.")
         if self.fallback_ahead != "auto" and (isinstance(self.fallback_ahead, bool)
@@ -304,8 +307,7 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     once it is among the batch's last quarter of rows still decoding, unless its temperature is
     the last of `options.temperatures` or it may yet count as silence; its result is cut short,
     and failing, so a looping row does not hold up the batch for the rest of its `sample_len`
-    steps. Tokens are chosen where `options.token_choice`
-    says."""
+    steps. Tokens are chosen where `options.token_choice` says."""
     n_rows = features.shape[0]
     dims = wm.dims
     row_temperature = np.broadcast_to(np.asarray(temperature, np.float64), (n_rows,))

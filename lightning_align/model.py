@@ -293,7 +293,7 @@ class CompiledStep:
     alive, no extra kernel. Picking the alignment heads out of them, the scaling, and their
     scores against the window's keys are done for all steps at once when the batch is collected
     (`AttentionProbe.per_row`): on a GPU a step is a few hundred small kernels bound by their
-    launches, and a gather and a product per probed layer in every step had cost ~15 % of it.
+    launches, and a gather and a product per probed layer would add to every step.
     """
 
     def __init__(self, decoder: TextDecoder, probe_layers: dict | None = None):

@@ -57,6 +57,7 @@ def transcribe(
     logprob_threshold: float | None = -1.0,
     no_speech_threshold: float | None = 0.6,
     fallback_ahead: int | str = "auto",
+    seed: int = 0,
     sequential: bool = False,
     condition_on_previous_text: bool = True,
     cache: AttentionCache | None = None,
@@ -75,7 +76,9 @@ def transcribe(
     times are in seconds. `cache` bounds the captured attention (default: 512 MiB).
     `fallback_ahead`: on a GPU, rows a batch leaves free decode the next temperatures beside
     each window, so the fallback costs no extra passes ("auto"; 0 turns it off; see
-    `DecodingOptions.fallback_ahead`).
+    `DecodingOptions.fallback_ahead`). `seed` seeds the samples drawn at fallback temperatures:
+    a window that fails greedy decoding gets the same text again for the same seed (on one
+    backend), another draw for another.
     Many short recordings: `transcribe_many` decodes their windows in shared batches.
     """
     return transcribe_many(
@@ -84,7 +87,7 @@ def transcribe(
         task=task, initial_prompt=initial_prompt, temperature=temperature,
         compression_ratio_threshold=compression_ratio_threshold,
         repeat_min_words=repeat_min_words, logprob_threshold=logprob_threshold,
-        no_speech_threshold=no_speech_threshold, fallback_ahead=fallback_ahead,
+        no_speech_threshold=no_speech_threshold, fallback_ahead=fallback_ahead, seed=seed,
         sequential=sequential,
         condition_on_previous_text=condition_on_previous_text, cache=cache, progress=progress,
         verbose=verbose)[0]
@@ -108,6 +111,7 @@ def transcribe_many(
     logprob_threshold: float | None = -1.0,
     no_speech_threshold: float | None = 0.6,
     fallback_ahead: int | str = "auto",
+    seed: int = 0,
     sequential: bool = False,
     condition_on_previous_text: bool = True,
     cache: AttentionCache | None = None,
@@ -152,7 +156,7 @@ def transcribe_many(
         task=task, language=language, temperatures=temps, initial_prompt=initial_prompt,
         compression_ratio_threshold=compression_ratio_threshold, repeat_min_words=repeat_min_words,
         logprob_threshold=logprob_threshold, no_speech_threshold=no_speech_threshold,
-        fallback_ahead=fallback_ahead)
+        fallback_ahead=fallback_ahead, seed=seed)
     capture = keep_attention or word_timestamps
     if capture and cache is None:
         cache = AttentionCache()

@@ -500,6 +500,24 @@ def test_repeat_min_words_rejects_bad_values(bad):
         DecodingOptions(repeat_min_words=bad)
 
 
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "0"])
+def test_seed_rejects_bad_values(short_speech, model, bad):
+    with pytest.raises(la.errors.DecodingError, match="seed="):
+        la.transcribe(short_speech.audio, model=model, seed=bad)
+
+
+def test_seed_picks_the_fallback_draws(model, short_speech):
+    """`transcribe(seed=)` reaches the sampler: at T = 1 the same seed draws the same tokens,
+    another seed others."""
+    def sampled(seed):
+        result = la.transcribe(short_speech.audio, model=model, temperature=1.0, seed=seed,
+                               keep_attention=False)
+        return [t for seg in result["segments"] for t in seg["tokens"]]
+
+    assert sampled(1) == sampled(1)
+    assert sampled(1) != sampled(2)
+
+
 def test_transcribe_many_equals_one_at_a_time(model, short_speech, long_speech, tmp_path):
     """The windows of several recordings share batches (here 3 + 1 windows and a silent file,
     in batches of 3 that mix recordings); each transcript, words included, is what
