@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--language", default=None, help="language code; default: detect")
     t.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
     t.add_argument("--initial-prompt", default=None)
+    t.add_argument("--seed", type=int, default=0,
+                   help="seed of the samples drawn at fallback temperatures (default: 0)")
     t.add_argument("--sequential", action="store_true",
                    help="decode one window at a time as openai-whisper does (slower)")
     t.add_argument("--highlight-words", action="store_true", help="karaoke-style subtitles")
@@ -79,6 +81,9 @@ def transcribe_files(args: argparse.Namespace) -> int:
     if group is not None and group < 1:
         print(f"lightning-align: --files-per-batch {group}: need at least one file.",
               file=sys.stderr)
+        return 2
+    if args.seed < 0:
+        print(f"lightning-align: --seed {args.seed}: give a whole number >= 0.", file=sys.stderr)
         return 2
     if args.sequential or args.verbose:
         group = 1  # sequential decodes one window at a time; verbose lines would interleave
@@ -119,8 +124,8 @@ def _transcribe_chunk(chunk: list[tuple[str, str]], model, args: argparse.Namesp
     results = transcribe_many(
         paths, names=paths, model=model, batch_size=args.batch_size,
         word_timestamps=args.word_timestamps, language=args.language, task=args.task,
-        initial_prompt=args.initial_prompt, sequential=args.sequential, verbose=args.verbose,
-        progress=not args.quiet, return_exceptions=True)
+        initial_prompt=args.initial_prompt, seed=args.seed, sequential=args.sequential,
+        verbose=args.verbose, progress=not args.quiet, return_exceptions=True)
     took = time.perf_counter() - started
     total = sum(r.context.duration_s for r in results if not isinstance(r, Exception)) or 1.0
     failures: list[tuple[str, str]] = []

@@ -63,6 +63,12 @@ def test_files_per_batch_must_be_positive(inputs, tmp_path, capsys):
     assert "--files-per-batch 0" in capsys.readouterr().err
 
 
+def test_seed_must_not_be_negative(inputs, tmp_path, capsys):
+    assert main(["transcribe", str(inputs["good"]), "-o", str(tmp_path), "-q",
+                 "--seed", "-1"]) == 2
+    assert "--seed -1" in capsys.readouterr().err
+
+
 def test_all_good_exits_zero(inputs, tmp_path, capsys, model):
     assert main(["transcribe", str(inputs["good"]), "-o", str(tmp_path), "-f", "txt", "-q",
                  "--no-word-timestamps"]) == 0
