@@ -18,6 +18,8 @@ aligns. Subtracting the maximum first keeps float16 precise where it matters (ne
 
 from __future__ import annotations
 
+from itertools import groupby
+
 import numpy as np
 
 from .backend import mx
@@ -73,23 +75,22 @@ class AttentionProbe:
 
     def _queries(self) -> mx.array:
         """All steps' scaled queries of the probed heads, (N, heads, D) in step order: each run
-        of recorded steps split into heads, picked and scaled in one go."""
-        parts, run = [], []
-        for _, q in self._steps + [(None, None)]:
-            if isinstance(q, tuple):
-                run.append(q)
-                continue
-            if run:
-                picked = []
-                for j, layer in enumerate(self._order):
-                    p = mx.concatenate([step[j] for step in run], axis=0) if len(run) > 1 else run[0][j]
-                    picked.append(p.reshape(p.shape[0], self.n_head, -1)[:, self.layers[layer]])
-                heads = mx.concatenate(picked, axis=1) if len(picked) > 1 else picked[0]
-                parts.append(heads * heads.shape[-1] ** -0.5)
-                run = []
-            if q is not None:
-                parts.append(q)
-        return mx.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+        of recorded steps (`record`) split into heads, picked and scaled in one go."""
+        parts = []
+        for recorded, run in groupby((q for _, q in self._steps), key=lambda q: isinstance(q, tuple)):
+            run = list(run)
+            parts.append(self._scaled_heads(run) if recorded else mx.concatenate(run, axis=0))
+        return mx.concatenate(parts, axis=0)
+
+    def _scaled_heads(self, steps: list[tuple[mx.array, ...]]) -> mx.array:
+        """Recorded steps' projections (per step, (B, 1, n_state) per probed layer) -> the
+        probed heads' scaled queries (N, heads, D), heads in `pairs` order."""
+        picked = []
+        for j, layer in enumerate(self._order):
+            p = mx.concatenate([step[j] for step in steps], axis=0)
+            picked.append(p.reshape(p.shape[0], self.n_head, -1)[:, self.layers[layer]])
+        heads = mx.concatenate(picked, axis=1)
+        return heads * heads.shape[-1] ** -0.5
 
     def per_row(self, n_rows: int, skip: np.ndarray | None = None,
                 ) -> tuple[list[RowScores], list[np.ndarray]]:

@@ -141,10 +141,17 @@ class WindowResult:
 
     def is_repetitive(self, options: DecodingOptions) -> bool:
         """A loop: compressible text, or a segment said twice in a row."""
-        return ((options.compression_ratio_threshold is not None
-                 and self.compression_ratio > options.compression_ratio_threshold)
-                or (options.repeat_min_words is not None
-                    and self.repeated_words >= options.repeat_min_words))
+        return (_compresses_like_a_loop(self.compression_ratio, options)
+                or _says_a_segment_twice(self.repeated_words, options))
+
+
+def _compresses_like_a_loop(ratio: float, options: DecodingOptions) -> bool:
+    return (options.compression_ratio_threshold is not None
+            and ratio > options.compression_ratio_threshold)
+
+
+def _says_a_segment_twice(repeated: int, options: DecodingOptions) -> bool:
+    return options.repeat_min_words is not None and repeated >= options.repeat_min_words
 
 
 # Tokens a row must have chosen before its text alone can doom it (`bound_to_fail`): text of
@@ -160,13 +167,12 @@ def bound_to_fail(tokens: Sequence[int], options: DecodingOptions, eot: int, ts_
     past `options.compression_ratio_threshold`: a loop under way. The second is a judgement,
     not a proof (new text after the loop would lower the ratio); a sampled row caught in a loop
     otherwise runs all `sample_len` steps, and its batch waits for it."""
-    if (options.repeat_min_words is not None
-            and repeated_words(tokens, ts_begin, decode) >= options.repeat_min_words):
+    if options.repeat_min_words is not None and _says_a_segment_twice(
+            repeated_words(tokens, ts_begin, decode), options):
         return True
-    if options.compression_ratio_threshold is None or len(tokens) < LOOP_MIN_TOKENS:
-        return False
-    text = decode([t for t in tokens if t < eot])
-    return compression_ratio(text) > options.compression_ratio_threshold
+    return (options.compression_ratio_threshold is not None and len(tokens) >= LOOP_MIN_TOKENS
+            and _compresses_like_a_loop(compression_ratio(decode([t for t in tokens if t < eot])),
+                                        options))
 
 
 def repeated_words(tokens: Sequence[int], ts_begin: int, decode: Callable[[list[int]], str]) -> int:
