@@ -99,8 +99,12 @@ def transcribe_files(args: argparse.Namespace) -> int:
     jobs = list(zip(args.audio, output_stems(args.audio)))
     for first in range(0, len(jobs), group):
         chunk = jobs[first : first + group]
-        for path, message in _transcribe_chunk(chunk, model, args, bar.write):
-            failures.append((path, message))
+        try:
+            failures += _transcribe_chunk(chunk, model, args, bar.write)
+        except LightningAlignError as e:  # an option wrong for every file (a file's own error
+            bar.close()                   # comes back as a failure): nothing was decoded
+            print(f"lightning-align: {_one_line(str(e))}", file=sys.stderr)
+            return 2
         bar.update(len(chunk))
     bar.close()
     for path, message in failures:

@@ -69,6 +69,15 @@ def test_seed_must_not_be_negative(inputs, tmp_path, capsys):
     assert "--seed -1" in capsys.readouterr().err
 
 
+def test_an_option_wrong_for_every_file_exits_two(inputs, tmp_path, capsys, model):
+    """Not a traceback: the library's message on one line, nothing written."""
+    assert main(["transcribe", str(inputs["good"]), "-o", str(tmp_path), "-q",
+                 "--batch-size", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "batch_size=0" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_all_good_exits_zero(inputs, tmp_path, capsys, model):
     assert main(["transcribe", str(inputs["good"]), "-o", str(tmp_path), "-f", "txt", "-q",
                  "--no-word-timestamps"]) == 0
