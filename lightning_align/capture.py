@@ -1,14 +1,14 @@
 """Capture the alignment heads' cross-attention while the batched decoder runs.
 
 The decoder hands the probe, for the layers it is told about, each step's cross-attention
-*queries*: the compiled step its query projections as they are (B, 1, n_state), so that keeping
-them is all a decoding step does for word timing; the alignment heads are picked out and scaled
-for all steps at once, at collection. A step's attention scores are those queries against the
-window's cross-attention keys, which are fixed for the whole decode; so the scores of every step are
-computed at once, one (steps x 64) @ (64 x frames) product per row and head, when the batch is
-collected (`per_row`). On a GPU this takes the probe off the step's critical path, where a
-(B, heads, frames) product, its row maximum and a float16 copy each step had cost more than
-the product of all steps together.
+*queries*: the compiled step writes its query projections as they are (B, 1, n_state) into the
+probe's buffers (`open`), so that keeping them is all a decoding step does for word timing; the
+alignment heads are picked out and scaled for all steps at once, at collection. A step's
+attention scores are those queries against the window's cross-attention keys, which are fixed
+for the whole decode; so the scores of every step are computed at once, one (steps x 64) @
+(64 x frames) product per row and head, when the batch is collected (`per_row`). On a GPU this
+takes the probe off the step's critical path, where a (B, heads, frames) product, its row
+maximum and a float16 copy each step had cost more than the product of all steps together.
 
 The probe keeps *scores* (q.k / sqrt(d)) minus their row maximum, in float16, and each row's
 softmax log-normalizer over the window's audio frames, so `exp(scores - log_norm)` are exactly
@@ -17,8 +17,6 @@ aligns. Subtracting the maximum first keeps float16 precise where it matters (ne
 """
 
 from __future__ import annotations
-
-from itertools import groupby
 
 import numpy as np
 
@@ -35,21 +33,37 @@ def _layers(pairs: tuple[tuple[int, int], ...]) -> dict[int, mx.array]:
     return {layer: mx.array(heads) for layer, heads in sorted(by_layer.items())}
 
 
+class _Run:
+    """Steps the compiled decoder wrote into one set of probe buffers (one batch composition):
+    per step, the original row id of each batch row (-1: finished, its scores unused)."""
+
+    __slots__ = ("marks", "buffers")
+
+    def __init__(self):
+        self.marks: list[np.ndarray] = []
+        self.buffers: tuple[mx.array, ...] = ()
+
+
 class AttentionProbe:
     """Collects (tokens x heads x frames) alignment-head scores, and their softmax normalizers,
-    for each row of a batch. `frames[row]`: the row's audio frames (default: all 1500)."""
+    for each row of a batch. `frames[row]`: the row's audio frames (default: all 1500);
+    `n_head`, `n_state`: the decoder's heads per layer and width, for the compiled steps'
+    buffers (`open`)."""
 
     def __init__(self, pairs: tuple[tuple[int, int], ...], frames: np.ndarray | None = None,
-                 n_head: int | None = None):
+                 n_head: int | None = None, n_state: int | None = None):
         self.pairs = tuple(sorted(pairs))
         self.layers = _layers(self.pairs)
         self.frames = None if frames is None else np.asarray(frames, np.int32)
-        self.n_head = n_head  # the decoder's heads per layer, to split `record`'s projections
+        self.n_head, self.n_state = n_head, n_state
         self._order = sorted(self.layers)
         self._pending: dict[int, mx.array] = {}
         self._keys: dict[int, mx.array] = {}  # layer -> (B, heads, D, frames), the batch's rows
-        # per step: (row ids, its scaled queries (B, heads, D), or its layers' projections)
-        self._steps: list[tuple[np.ndarray, mx.array | tuple[mx.array, ...]]] = []
+        # steps of `take`: (row ids, their scaled queries (B, heads, D))
+        self._steps: list[tuple[np.ndarray, mx.array]] = []
+        self._runs: list[_Run] = []
+        self.buffers: tuple[mx.array, ...] = ()  # what the next compiled step writes into
+        self.base: mx.array | None = None  # the token position of the buffers' first step
 
     def take(self, layer: int, queries: mx.array, keys: mx.array) -> None:
         """Receive one layer's scaled queries (B, heads, L, D) of the current step, and the
@@ -65,32 +79,50 @@ class AttentionProbe:
         self._pending.clear()
         return [queries]
 
-    def record(self, rows: np.ndarray, alive: np.ndarray, projections: tuple[mx.array, ...]) -> None:
-        """Keep one compiled step's cross-attention query projections, (B, 1, n_state) for each
-        probed layer in layer order (unscaled, all heads: `CompiledStep`); rows not `alive`
-        (finished, still in the batch) are dropped when the steps are collected."""
-        if self.n_head is None:
-            raise ValueError("AttentionProbe.record needs n_head (the decoder's heads per layer)")
-        self._steps.append((np.where(alive, rows, -1), tuple(projections)))
+    def open(self, batch: int, offset: int, steps: int, dtype: mx.Dtype) -> None:
+        """Start buffers for the compiled steps (`CompiledStep`) to write their query
+        projections into: `batch` rows, at most `steps` steps, the first at token position
+        `offset`. Opened at the start of a decode and whenever its batch shrinks; the steps
+        written are told with `record`."""
+        if self.n_head is None or self.n_state is None:
+            raise ValueError("AttentionProbe.open needs n_head and n_state (the decoder's)")
+        self._close()
+        self.buffers = tuple(mx.zeros((batch, max(1, steps), self.n_state), dtype)
+                             for _ in self._order)
+        self.base = mx.array(offset, dtype=mx.int32)
+        mx.eval(self.buffers, self.base)
+        self._runs.append(_Run())
 
-    def _queries(self) -> mx.array:
-        """All steps' scaled queries of the probed heads, (N, heads, D) in step order: each run
-        of recorded steps (`record`) split into heads, picked and scaled in one go."""
-        parts = []
-        for recorded, run in groupby((q for _, q in self._steps), key=lambda q: isinstance(q, tuple)):
-            run = list(run)
-            parts.append(self._scaled_heads(run) if recorded else mx.concatenate(run, axis=0))
-        return mx.concatenate(parts, axis=0)
+    def record(self, rows: np.ndarray, alive: np.ndarray) -> None:
+        """The next step of the open buffers was written by batch rows `rows` (original ids);
+        rows not `alive` (finished, still in the batch) are dropped at collection."""
+        self._runs[-1].marks.append(np.where(alive, rows, -1))
 
-    def _scaled_heads(self, steps: list[tuple[mx.array, ...]]) -> mx.array:
-        """Recorded steps' projections (per step, (B, 1, n_state) per probed layer) -> the
-        probed heads' scaled queries (N, heads, D), heads in `pairs` order."""
-        picked = []
-        for j, layer in enumerate(self._order):
-            p = mx.concatenate([step[j] for step in steps], axis=0)
-            picked.append(p.reshape(p.shape[0], self.n_head, -1)[:, self.layers[layer]])
-        heads = mx.concatenate(picked, axis=1)
-        return heads * heads.shape[-1] ** -0.5
+    def _close(self) -> None:
+        if self._runs:
+            self._runs[-1].buffers = self.buffers
+        self.buffers, self.base = (), None
+
+    def _entries(self) -> tuple[np.ndarray, list[mx.array]]:
+        """All steps' row ids (N,) and scaled queries of the probed heads, parts of (n, heads,
+        D), in step order: the recorded steps of each run split into heads, picked and scaled
+        at once."""
+        self._close()
+        ids = [r for r, _ in self._steps]
+        parts = [q for _, q in self._steps]
+        for run in self._runs:
+            n = len(run.marks)
+            if not n:
+                continue
+            ids.extend(run.marks)
+            picked = []
+            for buf, layer in zip(run.buffers, self._order):
+                b = buf.shape[0]
+                p = buf[:, :n].reshape(b, n, self.n_head, -1)[:, :, self.layers[layer]]
+                picked.append(p.swapaxes(0, 1).reshape(n * b, p.shape[2], p.shape[3]))
+            heads = mx.concatenate(picked, axis=1)
+            parts.append(heads * heads.shape[-1] ** -0.5)
+        return (np.concatenate(ids) if ids else np.zeros(0, int)), parts
 
     def per_row(self, n_rows: int, skip: np.ndarray | None = None,
                 ) -> tuple[list[RowScores], list[np.ndarray]]:
@@ -98,7 +130,7 @@ class AttentionProbe:
         the device until cut) and (steps, heads) float32 log-normalizers over the row's frames,
         in step order. Rows `skip` (n_rows,) bool marks get none (no steps): their decodes are
         not used."""
-        row_ids = np.concatenate([r for r, _ in self._steps]) if self._steps else np.zeros(0, int)
+        row_ids, parts = self._entries()
         if skip is not None and len(row_ids):
             row_ids = np.where((row_ids >= 0) & skip[np.maximum(row_ids, 0)], -1, row_ids)
         if not (row_ids >= 0).any():
@@ -109,7 +141,8 @@ class AttentionProbe:
         sorted_ids = live[np.argsort(row_ids[live], kind="stable")]
         counts = np.bincount(row_ids[live], minlength=n_rows)
         cuts = np.cumsum(counts)[:-1]
-        queries = mx.take(self._queries(), mx.array(sorted_ids), axis=0)  # (N, heads, D), by row
+        queries = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=0)
+        queries = mx.take(queries, mx.array(sorted_ids), axis=0)  # (N, heads, D), by row
         keys = mx.concatenate([self._keys[layer] for layer in self._order], axis=1)
         stacked = peak_relative(row_scores(queries, keys, counts))
         frames = None if self.frames is None else mx.array(self.frames[row_ids[sorted_ids]])

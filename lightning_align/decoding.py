@@ -331,7 +331,8 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     sample_len = options.sample_len or dims.n_text_ctx // 2
     sample_len = min(sample_len, dims.n_text_ctx - initial.shape[1])
 
-    probe = AttentionProbe(wm.captured_heads, audio_frames, dims.n_text_head) if capture else None
+    probe = (AttentionProbe(wm.captured_heads, audio_frames, dims.n_text_head, dims.n_text_state)
+             if capture else None)
     state = DecoderState(wm.model.decoder, features, probe.layers if probe else None)
     vocab = dims.n_vocab
     suppress = _suppress_mask(tok, vocab, options)
@@ -496,6 +497,8 @@ def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok
     n_rows = step_logits.shape[0]
     rows = np.arange(n_rows)  # original row id of each batch row
     alive = np.ones(n_rows, bool)
+    if probe:
+        probe.open(n_rows, state.offset, sample_len - 1, state.dtype)
     chosen = np.empty(n_rows, np.int32)
     chosen_lp = np.empty(n_rows, np.float32)
     for step in range(sample_len):
@@ -516,13 +519,17 @@ def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok
             rules.select(keep)
             rows, alive = rows[keep], alive[keep]
             next_tokens = chosen[:b][keep]
+            if probe:
+                probe.open(len(keep), state.offset, sample_len - 1 - step, state.dtype)
         else:
             next_tokens = np.where(alive, chosen[:b], tok.eot).astype(np.int32)
-        logits, captured = step_fn(mx.array(next_tokens[:, None]), state)
-        outputs = [logits]
         if probe:
-            probe.record(rows, alive, captured)
-            outputs.extend(captured)
+            logits, probe.buffers = step_fn(mx.array(next_tokens[:, None]), state, probe.buffers,
+                                            probe.base)
+            probe.record(rows, alive)
+        else:
+            logits, _ = step_fn(mx.array(next_tokens[:, None]), state)
+        outputs = [logits, *probe.buffers] if probe else [logits]
         mx.eval(*outputs)
         step_logits = np.asarray(outputs[0])
 
@@ -553,14 +560,18 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
     carry = (mx.array(np.where(alive, first, tok.eot).astype(np.int32)), mx.array(alive),
              tuple(mx.array(a) for a in rules.arrays()), mx.array(state.offset, dtype=mx.int32),
              mx.random.key(int(rng.integers(2**31))))
-    queue: deque = deque()  # issued steps the host has not read: (rows, chosen, lp, alive, captured)
+    # Issued steps the host has not read: (rows, chosen, lp, alive). The probe's buffers are
+    # not among them: a reference kept to a step's buffers would make the next step copy them.
+    queue: deque = deque()
+    if probe:
+        probe.open(n_rows, state.offset, sample_len - 1, state.dtype)
 
     def read_oldest(alive_before: np.ndarray) -> np.ndarray:
         """Log the oldest queued step; -> its rows' alive mask (waits for that step only)."""
-        batch_rows, chosen, lp, alive_out, captured = queue.popleft()
+        batch_rows, chosen, lp, alive_out = queue.popleft()
         log.add(batch_rows, alive_before, chosen, lp)
         if probe:
-            probe.record(batch_rows, alive_before, captured)
+            probe.record(batch_rows, alive_before)
         alive_after = np.array(alive_out)
         if stops is None:
             return alive_after
@@ -574,12 +585,15 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
     issued = 1
     while alive.any():
         while issued < sample_len and len(queue) <= LOOKAHEAD_STEPS:
-            chosen, lp, alive_out, next_tokens, rules_out, offset, key, captured = step_fn.choose(
-                *carry, temps_mx, state, suppress_mx, special)
+            chosen, lp, alive_out, next_tokens, rules_out, offset, key, written = step_fn.choose(
+                *carry, temps_mx, state, suppress_mx, special,
+                *((probe.buffers, probe.base) if probe else ()))
+            if probe:
+                probe.buffers = written
             carry = (next_tokens, alive_out, rules_out, offset, key)
             mx.async_eval(chosen, lp, next_tokens, alive_out, *rules_out, offset, key, state.keys,
-                          state.values, *(captured or ()))
-            queue.append((rows, chosen, lp, alive_out, captured))
+                          state.values, *written)
+            queue.append((rows, chosen, lp, alive_out))
             issued += 1
         if not queue:
             break
@@ -598,6 +612,8 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
                      carry[3], carry[4])
             temps_mx = temps_mx[keep_mx]
             rows, alive = rows[keep], alive[keep]
+            if probe:
+                probe.open(len(keep), state.offset, sample_len - issued, state.dtype)
 
 
 def best_attempt(attempts: list[WindowResult], options: DecodingOptions) -> WindowResult:

@@ -160,6 +160,7 @@ class DecoderState:
     def __init__(self, decoder: "TextDecoder", audio_features: mx.array, probe_layers=None):
         b = audio_features.shape[0]
         dtype = audio_features.dtype
+        self.dtype = dtype
         self.offset = 0
         self.cross = []
         self.keys = []
@@ -288,12 +289,16 @@ class CompiledStep:
     an array, so one compilation serves every step of every batch of the same size. Fusing the
     layer norms, GELUs and residual adds, and building the graph once instead of per step, is
     what makes batched decoding fast on a GPU, where a step is a few hundred small kernels.
-    With `probe_layers`, the step also returns, for each probed layer in layer order, its
-    cross-attention query projection (B, 1, n_state) as the attention consumed it: outputs kept
-    alive, no extra kernel. Picking the alignment heads out of them, the scaling, and their
-    scores against the window's keys are done for all steps at once when the batch is collected
-    (`AttentionProbe.per_row`): on a GPU a step is a few hundred small kernels bound by their
-    launches, and a gather and a product per probed layer would add to every step.
+    With `probe_layers`, the step also writes, for each probed layer in layer order, its
+    cross-attention query projection (B, 1, n_state) as the attention consumed it into a
+    `record` buffer (B, steps, n_state) at step `offset - base`, in place like the caches, and
+    returns the buffers: one buffer per layer and batch composition, not a new array per step
+    and layer kept alive for the whole decode (each a fresh allocation, and all of them
+    concatenated again at collection).
+    Picking the alignment heads out, the scaling, and their scores against the window's keys
+    are done for all steps at once when the batch is collected (`AttentionProbe.per_row`): on a
+    GPU a step is a few hundred small kernels bound by their launches, and a gather and a
+    product per probed layer would add to every step.
     """
 
     def __init__(self, decoder: TextDecoder, probe_layers: dict | None = None):
@@ -303,7 +308,7 @@ class CompiledStep:
         self._fn = mx.compile(self._step)
         self._fn_choose: dict[tuple, object] = {}
 
-    def _step(self, tokens, offset, keys, values, cross):
+    def _step(self, tokens, offset, keys, values, cross, record=(), base=None):
         d = self.decoder
         x = d.token_embedding(tokens) + mx.take(d.positional_embedding, offset, axis=0)[None]
         x = x.astype(cross[0][0].dtype)
@@ -327,14 +332,16 @@ class CompiledStep:
                 queries.append(projected)
             x = x + block.mlp(x)
         logits = (d.ln(x)[:, 0, :] @ self.projection).astype(mx.float32)
-        return (logits, new_keys, new_values, *queries)
+        at = offset if base is None else offset - base
+        written = [mx.slice_update(buf, q, at, axes=(1,)) for buf, q in zip(record, queries)]
+        return (logits, new_keys, new_values, *written)
 
     def _step_choose(self, special, tokens, alive, rules, offset, key, temperature, keys, values,
-                     cross, suppress):
+                     cross, suppress, record, base):
         from .selection import advance_rules, select_tokens
 
         eot, ts_begin, vocab, timestamps, sampled = special
-        out = self._step(tokens[:, None], offset, keys, values, cross)
+        out = self._step(tokens[:, None], offset, keys, values, cross, record, base)
         sample_key = None
         if sampled:
             key, sample_key = mx.random.split(key)
@@ -349,7 +356,8 @@ class CompiledStep:
 
     def choose(self, tokens: mx.array, alive: mx.array, rules: tuple, offset: mx.array,
                key: mx.array, temperature: mx.array, state: DecoderState, suppress: mx.array,
-               special: tuple[int, int, int, bool, bool]) -> tuple:
+               special: tuple[int, int, int, bool, bool], record: tuple = (),
+               base: mx.array | None = None) -> tuple:
         """One step that also chooses the next token (greedy, or sampled at a temperature) and
         advances the timestamp rules on the device (`selection`), so that nothing has to come
         back to the host before the next step can be queued.
@@ -357,25 +365,28 @@ class CompiledStep:
         tokens (B,) int32 are the rows' last tokens, `alive` (B,) bool the rows still decoding,
         `rules` the rule state (`selection.RULE_FIELDS`), `offset` () int32 the token position,
         `key` the random key and `temperature` () float32 the temperature sampling draws with;
-        `special` = (eot, timestamp_begin, vocab, timestamps on, sampling). Returns (chosen (B,),
-        their log-probabilities (B,), alive after this step, next tokens (B,), rules, offset + 1,
-        next key, the probed layers' query projections (see the class) or None) and advances
+        `special` = (eot, timestamp_begin, vocab, timestamps on, sampling); `record`, with a
+        probe, its buffers and `base` () int32 the token position of their first step (see the
+        class). Returns (chosen (B,), their log-probabilities (B,), alive after this step, next
+        tokens (B,), rules, offset + 1, next key, the written `record` buffers) and advances
         `state`."""
         fn = self._fn_choose.get(special)
         if fn is None:  # one compiled graph per kind of step; MLX keeps one per batch shape
             fn = self._fn_choose[special] = mx.compile(partial(self._step_choose, special))
         out = fn(tokens, alive, rules, offset, key, temperature, state.keys, state.values,
-                 state.cross, suppress)
+                 state.cross, suppress, tuple(record), offset if base is None else base)
         state.keys, state.values = out[7], out[8]
         state.offset += 1
-        return tuple(out[:7]) + (tuple(out[9:]) if self.probe else None,)
+        return tuple(out[:7]) + (tuple(out[9:]),)
 
-    def __call__(self, tokens: mx.array, state: DecoderState):
-        """Run one token per row (B, 1) at `state.offset`; -> (logits (B, V), the probed layers'
-        query projections (see the class) or None)."""
-        out = self._fn(tokens, mx.array(state.offset, dtype=mx.int32), state.keys, state.values,
-                       state.cross)
+    def __call__(self, tokens: mx.array, state: DecoderState, record: tuple = (),
+                 base: mx.array | None = None) -> tuple[mx.array, tuple]:
+        """Run one token per row (B, 1) at `state.offset`; -> (logits (B, V), the written
+        `record` buffers: see `choose` and the class)."""
+        offset = mx.array(state.offset, dtype=mx.int32)
+        out = self._fn(tokens, offset, state.keys, state.values, state.cross, tuple(record),
+                       offset if base is None else base)
         state.keys, state.values = out[1], out[2]
         state.offset += 1
-        return out[0], tuple(out[3:]) if self.probe else None
+        return out[0], tuple(out[3:])
 
