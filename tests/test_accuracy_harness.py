@@ -279,3 +279,19 @@ def test_compiled_refinement_equals_the_numpy_formulation(paused_speech, connect
     snap_words(s0, e0, np.array([[0.0, 0.3], [0.6, 1.0]]))
     snap_to_dips(s0, e0, np.array([False]), connected_speech.audio)
     assert s0.tolist() == [0.1, 0.5] and e0.tolist() == [0.5, 0.9]
+
+
+def test_a_run_of_one_model_keeps_the_other_models_sections(tmp_path):
+    from bench.accuracy.report import BEGIN, END, keep_other_models
+
+    old = "\n".join([BEGIN, "Regenerate: ... Measured 2026-12-01 at commit abc1234, ...", "",
+                     "### tiny.en", "", "#### Set", "| old tiny row |", "",
+                     "### base", "", "#### Set", "| base row |", "", END, "after"])
+    path = tmp_path / "benchmarks.md"
+    path.write_text(old)
+    new = "Regenerate: ...\n\n### tiny.en\n\nMeasured 2026-12-03 at commit def5678.\n\n| new tiny row |"
+    out = keep_other_models(new, path)
+    assert "| new tiny row |" in out and "| old tiny row |" not in out
+    base = out[out.index("### base"):]
+    assert "Measured 2026-12-01 at commit abc1234." in base and "| base row |" in base
+    assert keep_other_models(new, tmp_path / "missing.md") == new

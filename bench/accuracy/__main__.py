@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .report import keep_peer_rows, report, write_block
+from .report import keep_other_models, keep_peer_rows, report, write_block
 
 
 def main(argv: list[str]) -> None:
@@ -18,25 +18,29 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--write", type=Path, help="replace the accuracy block of this file")
     args = parser.parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    parts = []
-    for name in args.models.split(","):
-        parts.append(report(None if name == "tiny.en" else name, not args.no_peers, log))
-        print(parts[-1], flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
+    measured = f"Measured {datetime.date.today()} at commit {commit}."
+    parts = []
+    for name in args.models.split(","):
+        title, _, rest = report(None if name == "tiny.en" else name, not args.no_peers,
+                                log).partition("\n")
+        parts.append(f"{title}\n\n{measured}\n{rest}")
+        print(parts[-1], flush=True)
     text = ("Regenerate: `python -m bench.accuracy --models tiny.en,base --write docs/benchmarks.md` "
             f"(see docs/accuracy.md). Measured {datetime.date.today()} at commit {commit}, the "
             "peers in the same run.\n\n" + "\n".join(parts))
     if args.no_peers:
         text = (f"Regenerate: `python -m bench.accuracy --write docs/benchmarks.md` (with the peers; "
                 f"`--no-peers` runs ours only and keeps the peers' rows already in the file; see "
-                f"docs/accuracy.md). Our rows measured {datetime.date.today()} at commit {commit}; "
-                f"the peers' rows (they do not depend on this project's code) are kept from the "
-                f"last run with peers.\n\n" + "\n".join(parts))
+                f"docs/accuracy.md). Each model's rows say when they were measured; the peers' "
+                f"rows (they do not depend on this project's code) are kept from the last run "
+                f"with peers.\n\n" + "\n".join(parts))
         if args.write:
             text = keep_peer_rows(text, args.write)
     if args.write:
-        write_block(text, args.write)
+        # models not run this time keep their sections (and say when they were measured)
+        write_block(keep_other_models(text, args.write), args.write)
 
 
 if __name__ == "__main__":

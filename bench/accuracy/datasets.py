@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import glob
 import os
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,9 +190,13 @@ REAL_TRANSCRIPTS = {
 REAL_DATA_ENV = "LIGHTNING_ALIGN_POCKETSPHINX_DATA"
 
 
+POCKETSPHINX_SDIST = "pocketsphinx-5.1.1.tar.gz"
+INDEX_URL = "https://pypi.org/simple/pocketsphinx/"
+
+
 def _pocketsphinx_data() -> Path | None:
     """test/data of pocketsphinx's sdist: $LIGHTNING_ALIGN_POCKETSPHINX_DATA, or downloaded
-    once with pip into ~/.cache/lightning-align/."""
+    once from the package index into ~/.cache/lightning-align/."""
     env = os.environ.get(REAL_DATA_ENV)
     if env:
         return Path(env)
@@ -204,29 +206,46 @@ def _pocketsphinx_data() -> Path | None:
         return Path(found[0])
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        # --no-build-isolation: pip only fetches the sdist; it fails preparing metadata, after
-        # the archive is on disk, so the archive is taken from pip's unpack directory instead
-        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary",
-                            ":all:", "--no-build-isolation", "-d", tmp, "pocketsphinx==5.1.1",
-                            "-v"], capture_output=True, text=True)
-        archives = glob.glob(os.path.join(tmp, "pocketsphinx-*.tar.gz"))
-        if not archives:
-            import re as _re
-
-            m = _re.search(r"(/\S+/pocketsphinx-[\d.]+\.tar\.gz)", r.stdout + r.stderr)
-            archives = [m.group(1)] if m and os.path.exists(m.group(1)) else []
-        if not archives:  # newer pip unpacks into a pip-unpack-* directory and says nothing
-            archives = sorted(glob.glob(os.path.join(tempfile.gettempdir(), "pip-unpack-*",
-                                                      "pocketsphinx-5.1.1.tar.gz")), key=os.path.getmtime)[-1:]
-        if not archives:
+        archive = _download_sdist(Path(tmp))
+        if archive is None:
             return None
         import tarfile
 
-        with tarfile.open(archives[0]) as tar:
+        with tarfile.open(archive) as tar:
             members = [m for m in tar.getmembers() if "/test/data/" in m.name]
             tar.extractall(cache, members=members, filter="data")
     found = glob.glob(str(cache / "pocketsphinx-*" / "test" / "data"))
     return Path(found[0]) if found else None
+
+
+def _download_sdist(into: Path) -> Path | None:
+    """pocketsphinx's sdist from the package index's simple page (its link carries the sha256,
+    checked), or None where the index cannot be reached. pip itself cannot fetch it: without
+    scikit-build-core installed, `pip download --no-binary` fails preparing metadata, and pip
+    24+ deletes the archive it had already downloaded."""
+    import hashlib
+    import re
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    index = os.environ.get("PIP_INDEX_URL", "").rstrip("/")
+    page = f"{index}/pocketsphinx/" if index.startswith("http") else INDEX_URL
+    try:
+        html = urllib.request.urlopen(page, timeout=60).read().decode("utf-8", "replace")
+        m = re.search(r'href="([^"]*/' + re.escape(POCKETSPHINX_SDIST) + r'[^"]*)"', html)
+        if m is None:
+            return None
+        url = urllib.parse.urljoin(page, m.group(1).replace("&amp;", "&"))
+        data = urllib.request.urlopen(url, timeout=300).read()
+    except (urllib.error.URLError, OSError):
+        return None
+    digest = re.search(r"#sha256=([0-9a-f]{64})", url)
+    if digest and hashlib.sha256(data).hexdigest() != digest.group(1):
+        return None
+    path = into / POCKETSPHINX_SDIST
+    path.write_bytes(data)
+    return path
 
 
 def _load_real(path: Path) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -108,6 +109,44 @@ def keep_peer_rows(text: str, path: Path) -> str:
         if last_row and not later_table:
             out += rows.pop(heading, [])
     return "\n".join(out)
+
+
+def _sections(block: str) -> tuple[str, list[tuple[str, str]]]:
+    """An accuracy block -> (its text before the first model, [(model, its `###` section)])."""
+    head, sections, title, lines = [], [], None, []
+    for line in block.splitlines():
+        if line.startswith("### "):
+            if title is not None:
+                sections.append((title, "\n".join(lines)))
+            title, lines = line[4:].strip(), [line]
+        elif title is None:
+            head.append(line)
+        else:
+            lines.append(line)
+    if title is not None:
+        sections.append((title, "\n".join(lines)))
+    return "\n".join(head), sections
+
+
+def keep_other_models(text: str, path: Path) -> str:
+    """`text` (a run of some models) with the sections of `path`'s accuracy block for the models
+    it did not run added back, each keeping the line that says when it was measured (taken from
+    the old block's header where the section has none)."""
+    if not path.exists() or BEGIN not in path.read_text():
+        return text
+    old = path.read_text()
+    old_head, old_sections = _sections(old[old.index(BEGIN) + len(BEGIN) : old.index(END)])
+    ran = {title for title, _ in _sections(text)[1]}
+    when = re.search(r"Measured (\S+) at commit (\w+)", old_head)
+    kept = []
+    for title, section in old_sections:
+        if title in ran:
+            continue
+        if not re.search(r"^Measured ", section, re.M) and when:
+            first, _, rest = section.partition("\n")
+            section = f"{first}\n\nMeasured {when.group(1)} at commit {when.group(2)}.\n{rest}"
+        kept.append(section)
+    return "\n".join([text.rstrip("\n"), ""] + kept) if kept else text
 
 
 def write_block(text: str, path: Path) -> None:
