@@ -28,14 +28,14 @@ def main(argv: list[str]) -> None:
         parts.append(f"{title}\n\n{measured}\n{rest}")
         print(parts[-1], flush=True)
     text = ("Regenerate: `python -m bench.accuracy --models tiny.en,base --write docs/benchmarks.md` "
-            f"(see docs/accuracy.md). Measured {datetime.date.today()} at commit {commit}, the "
-            "peers in the same run.\n\n" + "\n".join(parts))
+            "(see docs/accuracy.md). Each model's rows say when they were measured; the peers ran "
+            "in the same run as tiny.en's.\n\n" + "\n".join(parts))
     if args.no_peers:
-        text = (f"Regenerate: `python -m bench.accuracy --write docs/benchmarks.md` (with the peers; "
-                f"`--no-peers` runs ours only and keeps the peers' rows already in the file; see "
-                f"docs/accuracy.md). Each model's rows say when they were measured; the peers' "
-                f"rows (they do not depend on this project's code) are kept from the last run "
-                f"with peers.\n\n" + "\n".join(parts))
+        text = ("Regenerate: `python -m bench.accuracy --write docs/benchmarks.md` (with the peers; "
+                "`--no-peers` runs ours only and keeps the peers' rows already in the file; see "
+                "docs/accuracy.md). Each model's rows say when they were measured; the peers' "
+                "rows (they do not depend on this project's code) are kept from the last run "
+                "with peers.\n\n" + "\n".join(parts))
         if args.write:
             text = keep_peer_rows(text, args.write)
     if args.write:
