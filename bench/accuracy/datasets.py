@@ -221,8 +221,8 @@ def _pocketsphinx_data() -> Path | None:
 def _download_sdist(into: Path) -> Path | None:
     """pocketsphinx's sdist from the package index's simple page (its link carries the sha256,
     checked), or None where the index cannot be reached. pip itself cannot fetch it: without
-    scikit-build-core installed, `pip download --no-binary` fails preparing metadata, and pip
-    24+ deletes the archive it had already downloaded."""
+    scikit-build-core installed, `pip download --no-binary` fails preparing metadata, and the
+    pip here (23.2) left no archive behind (2026-12-03)."""
     import hashlib
     import re
     import urllib.error
