@@ -46,12 +46,12 @@ class _Run:
 
 class AttentionProbe:
     """Collects (tokens x heads x frames) alignment-head scores, and their softmax normalizers,
-    for each row of a batch. `frames[row]`: the row's audio frames (default: all 1500);
-    `n_head`, `n_state`: the decoder's heads per layer and width, for the compiled steps'
-    buffers (`open`)."""
+    for each row of a batch. `n_head`, `n_state`: the decoder's heads per layer and width, for
+    the compiled steps' buffers (`open`); `frames[row]`: the row's audio frames (default: all
+    1500)."""
 
-    def __init__(self, pairs: tuple[tuple[int, int], ...], frames: np.ndarray | None = None,
-                 n_head: int | None = None, n_state: int | None = None):
+    def __init__(self, pairs: tuple[tuple[int, int], ...], n_head: int, n_state: int,
+                 frames: np.ndarray | None = None):
         self.pairs = tuple(sorted(pairs))
         self.layers = _layers(self.pairs)
         self.frames = None if frames is None else np.asarray(frames, np.int32)
@@ -84,8 +84,6 @@ class AttentionProbe:
         projections into: `batch` rows, at most `steps` steps, the first at token position
         `offset`. Opened at the start of a decode and whenever its batch shrinks; the steps
         written are told with `record`."""
-        if self.n_head is None or self.n_state is None:
-            raise ValueError("AttentionProbe.open needs n_head and n_state (the decoder's)")
         self._close()
         self.buffers = tuple(mx.zeros((batch, max(1, steps), self.n_state), dtype)
                              for _ in self._order)

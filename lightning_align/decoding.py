@@ -331,7 +331,7 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     sample_len = options.sample_len or dims.n_text_ctx // 2
     sample_len = min(sample_len, dims.n_text_ctx - initial.shape[1])
 
-    probe = (AttentionProbe(wm.captured_heads, audio_frames, dims.n_text_head, dims.n_text_state)
+    probe = (AttentionProbe(wm.captured_heads, dims.n_text_head, dims.n_text_state, audio_frames)
              if capture else None)
     state = DecoderState(wm.model.decoder, features, probe.layers if probe else None)
     vocab = dims.n_vocab
@@ -523,15 +523,13 @@ def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok
                 probe.open(len(keep), state.offset, sample_len - 1 - step, state.dtype)
         else:
             next_tokens = np.where(alive, chosen[:b], tok.eot).astype(np.int32)
+        logits, written = step_fn(mx.array(next_tokens[:, None]), state,
+                                  *((probe.buffers, probe.base) if probe else ()))
         if probe:
-            logits, probe.buffers = step_fn(mx.array(next_tokens[:, None]), state, probe.buffers,
-                                            probe.base)
+            probe.buffers = written
             probe.record(rows, alive)
-        else:
-            logits, _ = step_fn(mx.array(next_tokens[:, None]), state)
-        outputs = [logits, *probe.buffers] if probe else [logits]
-        mx.eval(*outputs)
-        step_logits = np.asarray(outputs[0])
+        mx.eval(logits, *written)
+        step_logits = np.asarray(logits)
 
 
 LOOKAHEAD_STEPS = 2  # steps queued on the device ahead of the one the host reads

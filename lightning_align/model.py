@@ -308,7 +308,7 @@ class CompiledStep:
         self._fn = mx.compile(self._step)
         self._fn_choose: dict[tuple, object] = {}
 
-    def _step(self, tokens, offset, keys, values, cross, record=(), base=None):
+    def _step(self, tokens, offset, keys, values, cross, record, base):
         d = self.decoder
         x = d.token_embedding(tokens) + mx.take(d.positional_embedding, offset, axis=0)[None]
         x = x.astype(cross[0][0].dtype)
@@ -332,8 +332,8 @@ class CompiledStep:
                 queries.append(projected)
             x = x + block.mlp(x)
         logits = (d.ln(x)[:, 0, :] @ self.projection).astype(mx.float32)
-        at = offset if base is None else offset - base
-        written = [mx.slice_update(buf, q, at, axes=(1,)) for buf, q in zip(record, queries)]
+        written = [mx.slice_update(buf, q, offset - base, axes=(1,))
+                   for buf, q in zip(record, queries)]
         return (logits, new_keys, new_values, *written)
 
     def _step_choose(self, special, tokens, alive, rules, offset, key, temperature, keys, values,

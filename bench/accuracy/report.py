@@ -132,9 +132,9 @@ def keep_other_models(text: str, path: Path) -> str:
     """`text` (a run of some models) with the sections of `path`'s accuracy block for the models
     it did not run added back, each keeping the line that says when it was measured (taken from
     the old block's header where the section has none)."""
-    if not path.exists() or BEGIN not in path.read_text():
+    old = path.read_text() if path.exists() else ""
+    if BEGIN not in old or END not in old:
         return text
-    old = path.read_text()
     old_head, old_sections = _sections(old[old.index(BEGIN) + len(BEGIN) : old.index(END)])
     ran = {title for title, _ in _sections(text)[1]}
     when = re.search(r"Measured (\S+) at commit (\w+)", old_head)
