@@ -25,7 +25,9 @@ from .mel import TOKENS_PER_SECOND, log_mel_window
 from .model import DecoderState
 from .models import WhisperModel, load_model
 from .transcript import Segment, SegmentSource
-from .refine import RefineOptions, onset_costs, snap_to_dips, snap_words, speech_spans
+from .onepass import Plan, align_plans
+from .refine import (FINE_HOP_S, RefineOptions, onset_costs, snap_to_dips, snap_words,
+                     speech_spans)
 from .words import WordTiming, apply_heuristics, shift_words, to_dicts, word_timings
 
 METHODS = ("onepass", "reference")
@@ -136,6 +138,9 @@ def align(segments: Sequence[dict], which: Which = None, *, audio: AudioInput | 
         options = AlignOptions() if method == "onepass" else AlignOptions.plain()
     jobs = [_Job(i, segments[i], _segment_text_tokens(segments[i], i)) for i in todo]
     _gather_attention(jobs, segments, method, audio, model, medfilt_width)
+    if method == "onepass" and not return_attention and _packable(jobs, options):
+        _solve_packed(jobs, medfilt_width, heuristics, options, audio)
+        return segments
     results = _solve(jobs, method, medfilt_width, heuristics, segments, options, audio)
     return results if return_attention else segments
 
@@ -395,7 +400,7 @@ def _onepass_group(job: _Job, width: int, eot: int, options: AlignOptions) -> No
     cal = _calibration_of(job, options) if options.head_weights else None
     heads = cal.heads if cal is not None else tuple(map(tuple, wm.alignment_heads.pairs))
     # (heads, rows, frames) softmax weights of the heads this alignment uses
-    weights = np.ascontiguousarray(entry.weights(_head_rows(wm, heads)).transpose(1, 0, 2))
+    weights = entry.weights(_head_rows(wm, heads))
     # standardization and median are per head; the calibrated weights scale each head's part
     matrix = alignment_matrix(weights, width, None if cal is None else cal.head_weights)
     if options.anchors:
@@ -495,6 +500,43 @@ def _solve(jobs: list[_Job], method: str, width: int, heuristics: bool, segments
         out.append(Alignment(job.index, method, g.matrix, g.row_tokens, g.path, g.frame0_s, words,
                              g.weights, g.heads))
     return out
+
+
+def _packable(jobs: list[_Job], options: AlignOptions) -> bool:
+    """Can `onepass.align_plans` align these jobs: segments of transcripts (not plain dicts),
+    with the dip search on the recording's envelope (its default frames)?"""
+    ropts = options.refine_options
+    default_dips = ropts.dip_hop_s == FINE_HOP_S and ropts.dip_window_s == 2 * FINE_HOP_S
+    return (default_dips or not options.dips) and all(
+        _source(job.segment) is not None and job.entry is not None for job in jobs)
+
+
+def _solve_packed(jobs: list[_Job], width: int, heuristics: bool, options: AlignOptions,
+                  audio) -> None:
+    """`_solve` for the one-pass method on segments of transcripts, in one kernel call per
+    recording (`onepass.align_plans`); the same words."""
+    plans = []
+    for job in jobs:
+        src, entry, wm = _source(job.segment), job.entry, _model_of(job)
+        cal = _calibration_of(job, options)
+        weighted = cal if options.head_weights else None
+        heads = weighted.heads if weighted is not None else tuple(map(tuple, wm.alignment_heads.pairs))
+        start, end = src.start_s, src.end_s
+        slack = options.anchor_slack_s
+        plans.append(Plan(
+            job.index, entry, wm.tokenizer(),
+            src.window_start_s + entry.frame_offset / TOKENS_PER_SECOND,
+            tuple(_head_rows(wm, heads)), weighted.head_weights if weighted is not None else None,
+            (start, end), src.prev_end_s,
+            (-cal.start_lag_s, -cal.end_lag_s) if options.lag and cal is not None else None,
+            (start - slack, end + slack) if options.anchors else None,
+            _samples_for(job, audio)))
+    results = align_plans(plans, width, heuristics, options.onset_cost, options.refine,
+                          options.dips, options.refine_options)
+    for job, (words, start, end) in zip(jobs, results):
+        job.segment["words"] = words
+        if heuristics and words:
+            job.segment["start"], job.segment["end"] = round(start, 3), round(end, 3)
 
 
 def _once_per_job(fn: Callable[[_Job], T]) -> Callable[[_Job], T]:

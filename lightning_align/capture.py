@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import mx
+from .kernels.onepass import softmax_weights
 
 CAPTURE_MARGIN_S = 1.0  # attention frames kept beyond a segment's decoded start and end (s)
 
@@ -225,11 +226,10 @@ class CapturedAttention:
                 + self.token_logprobs.nbytes + 8 * len(self.tokens) + 64)
 
     def weights(self, heads: list[int] | None = None) -> np.ndarray:
-        """Softmax attention weights (rows, heads, frames) float32 over the stored frames, of
+        """Softmax attention weights (heads, rows, frames) float32 over the stored frames, of
         the captured heads at positions `heads` (default: all)."""
-        scores, norm = (self.scores, self.log_norm) if heads is None else (
-            self.scores[:, heads], self.log_norm[:, heads])
-        return np.exp(scores.astype(np.float32) - norm[:, :, None])
+        picked = range(self.scores.shape[1]) if heads is None else heads
+        return softmax_weights(self.scores, self.log_norm, np.asarray(picked, np.int64))
 
 
 def peak_relative(scores: mx.array) -> mx.array:

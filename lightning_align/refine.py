@@ -67,27 +67,28 @@ class Envelope:
         block = int(FINE_HOP_S * SAMPLE_RATE)
         whole = len(x) // block
         self.n_samples = len(x)
-        self._blocks = np.zeros(-(-len(x) // block) + 2, np.float64)
-        self._blocks[1 : whole + 1] = squares[: whole * block].reshape(whole, block).sum(
+        blocks = np.zeros(-(-len(x) // block) + 2, np.float64)
+        blocks[1 : whole + 1] = squares[: whole * block].reshape(whole, block).sum(
             1, dtype=np.float64)
         if len(x) % block:
-            self._blocks[whole + 1] = squares[whole * block :].sum(dtype=np.float64)
+            blocks[whole + 1] = squares[whole * block :].sum(dtype=np.float64)
         # The 20 ms frames every 10 ms from the same blocks (a cumulative sum over the samples
         # took seconds on an hour): frame k, [160 k - 160, 160 k + 160) in samples, is blocks
         # 2k-2 .. 2k+1, zeros before the first.
         hop = int(HOP_S * SAMPLE_RATE)
-        csum = np.concatenate([[0.0], np.cumsum(self._blocks[1:-1])])
+        csum = np.concatenate([[0.0], np.cumsum(blocks[1:-1])])
         k = np.arange(len(x) // hop)
         energy = (csum[2 * k + 2] - csum[np.maximum(2 * k - 2, 0)]) / (2 * hop)
         self.db = (10.0 * np.log10(energy + 1e-10)).astype(np.float32)
+        # 10 ms frames every 5 ms (frame k centred on k * 5 ms: blocks k-1 and k), for the dips
+        fine = (blocks[:-1] + blocks[1:]) / (2 * block)
+        self.fine_db = (10.0 * np.log10(fine + 1e-10)).astype(np.float32)
 
     def fine_levels(self, t0_s: float, t1_s: float) -> tuple[float, np.ndarray]:
         """`fine_levels(samples, t0_s, t1_s, FINE_HOP_S, 2 * FINE_HOP_S)` without reading the
         samples again: (time of frame 0's centre in s, levels in dB)."""
-        block = int(FINE_HOP_S * SAMPLE_RATE)
         k0, k1 = _fine_frames(t0_s, t1_s, FINE_HOP_S, self.n_samples)
-        energy = (self._blocks[k0:k1] + self._blocks[k0 + 1 : k1 + 1]) / (2 * block)
-        return k0 * FINE_HOP_S, (10.0 * np.log10(energy + 1e-10)).astype(np.float32)
+        return k0 * FINE_HOP_S, self.fine_db[k0:k1]
 
     def levels(self, t0_s: float, t1_s: float) -> tuple[float, np.ndarray]:
         """(time of the first frame's centre in s, levels of the frames centred in [t0, t1))."""

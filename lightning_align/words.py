@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import string
+import threading
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +25,53 @@ class WordTiming:
     probability: float
 
 
+UNSPACED_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
+# Each tokenizer's token texts, by the tokenizer's id (Whisper's tokenizer is not hashable);
+# the weak reference tells a new tokenizer at a reused id from the old one.
+_pieces: dict[int, tuple[weakref.ref, dict[int, str]]] = {}
+_pieces_lock = threading.Lock()
+
+
+def _token_texts(tokenizer) -> dict[int, str]:
+    with _pieces_lock:
+        held = _pieces.get(id(tokenizer))
+        if held is None or held[0]() is not tokenizer:
+            for key in [k for k, (ref, _) in _pieces.items() if ref() is None]:
+                del _pieces[key]
+            held = _pieces[id(tokenizer)] = (weakref.ref(tokenizer), {})
+        return held[1]
+
+
+def split_words(tokenizer, tokens: list[int]) -> tuple[list[str], list[list[int]]]:
+    """`tokenizer.split_to_word_tokens(tokens)`, from each token's text decoded once per
+    tokenizer: (words, their tokens). The tokenizer decodes every prefix of the segment to find
+    where characters end (~0.1 ms a segment); when every token is whole characters on its own,
+    as in English, that search is the identity and words are grouped directly, by the same
+    rule (a word starts at a space, a punctuation mark, or a special token)."""
+    if getattr(tokenizer, "language", None) in UNSPACED_LANGUAGES:
+        return tokenizer.split_to_word_tokens(list(tokens))
+    known = _token_texts(tokenizer)
+    pieces = []
+    for t in tokens:
+        piece = known.get(t)
+        if piece is None:
+            piece = known[t] = tokenizer.decode_with_timestamps([t])
+        if "\ufffd" in piece:  # part of a character: the tokenizer's own search is needed
+            return tokenizer.split_to_word_tokens(list(tokens))
+        pieces.append(piece)
+    words: list[str] = []
+    word_tokens: list[list[int]] = []
+    eot = tokenizer.eot
+    for t, piece in zip(tokens, pieces):
+        if not words or t >= eot or piece.startswith(" ") or piece.strip() in string.punctuation:
+            words.append(piece)
+            word_tokens.append([t])
+        else:
+            words[-1] += piece
+            word_tokens[-1].append(t)
+    return words, word_tokens
+
+
 def word_timings(tokenizer, text_tokens: list[int], token_probs: np.ndarray,
                  token_starts: np.ndarray, token_end: float,
                  split: tuple[list[str], list[list[int]]] | None = None) -> list[WordTiming]:
@@ -33,8 +83,7 @@ def word_timings(tokenizer, text_tokens: list[int], token_probs: np.ndarray,
     """
     if not text_tokens:
         return []
-    words, word_tokens = split if split is not None else tokenizer.split_to_word_tokens(
-        list(text_tokens))
+    words, word_tokens = split if split is not None else split_words(tokenizer, list(text_tokens))
     boundaries = np.cumsum([0] + [len(t) for t in word_tokens])
     starts = np.append(np.asarray(token_starts, np.float64), token_end).tolist()
     # per-word mean probability from one cumulative sum, not one np.mean per word

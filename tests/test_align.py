@@ -228,3 +228,38 @@ def test_audio_from_a_path_is_decoded_once_per_align_call(model, long_speech, tm
     la.align(result["segments"], force=True)
     assert len(calls) == 1
     assert all(seg["words"] for seg in result["segments"])
+
+
+@pytest.mark.parametrize("options,heuristics", [
+    (AlignOptions(), True),
+    (AlignOptions.plain(), True),
+    (AlignOptions(lag=True, anchors=True, anchor_slack_s=0.1), True),
+    (AlignOptions(), False),
+    (AlignOptions(refine=False, onset_cost=0.0), True),
+    (AlignOptions(head_weights=False, dips=False, onset_cost=2.5), True),
+])
+def test_batched_onepass_equals_the_per_segment_path(model, long_speech, options, heuristics):
+    """Segments of a transcript are aligned in one compiled call (`onepass.align_plans`);
+    `return_attention` takes the per-segment path. Both give the same words, bit for bit,
+    and the same segment bounds."""
+    result = _fresh(model, long_speech, batch_size=4)
+    batched = copy.deepcopy(result["segments"])
+    la.align(result["segments"], force=True, heuristics=heuristics, options=options)
+    packed = [(s["start"], s["end"], s["words"]) for s in result["segments"]]
+    for seg, before in zip(result["segments"], batched):
+        seg["start"], seg["end"] = before["start"], before["end"]
+    infos = la.align(result["segments"], force=True, heuristics=heuristics, options=options,
+                     return_attention=True)
+    assert len(infos) == len(packed) > 5
+    per_segment = [(s["start"], s["end"], s["words"]) for s in result["segments"]]
+    assert sum(len(w) for _, _, w in packed) > 100
+    assert packed == per_segment
+
+
+def test_batched_onepass_rejects_attention_with_nan(model, short_speech):
+    result = _fresh(model, short_speech)
+    seg = result["segments"][0]
+    entry = result.context.cache.get(seg.source.key)
+    entry.scores[0, :, :3] = np.nan
+    with pytest.raises(la.AlignmentError, match="segment 0: its captured attention holds NaN"):
+        la.align(result["segments"], which=0, force=True)
