@@ -174,10 +174,11 @@ class RowScores:
         return rows if dtype is None else rows.astype(dtype)
 
 
-def to_host(parts: list[mx.array]) -> list[np.ndarray]:
-    """Device arrays -> host arrays with memory of their own, gathered on the device into one
-    buffer first: one synchronization and one transfer for all, however many parts (each
-    transfer waits for the device and, on CUDA's managed memory, faults its pages over)."""
+def host_views(parts: list[mx.array]) -> list[np.ndarray]:
+    """Device arrays -> host views of them, gathered on the device into one buffer first: one
+    synchronization for all, however many parts. The views share that buffer (on CUDA, managed
+    memory whose pages move to the host as they are read): copy them (`to_host`) before
+    keeping them, which needs no MLX call and so may happen on another thread."""
     if not parts:
         return []
     flat = mx.concatenate([p.reshape(-1) for p in parts]) if len(parts) > 1 else parts[0].reshape(-1)
@@ -185,9 +186,14 @@ def to_host(parts: list[mx.array]) -> list[np.ndarray]:
     out, at = [], 0
     for p in parts:
         size = int(np.prod(p.shape))
-        out.append(np.array(host[at : at + size].reshape(p.shape)))  # own memory, not a view
+        out.append(host[at : at + size].reshape(p.shape))
         at += size
     return out
+
+
+def to_host(parts: list[mx.array]) -> list[np.ndarray]:
+    """Device arrays -> host arrays with memory of their own (`host_views`, copied)."""
+    return [np.array(view) for view in host_views(parts)]
 
 
 def row_scores(queries: mx.array, keys: mx.array, counts: np.ndarray) -> mx.array:

@@ -18,7 +18,7 @@ from .errors import AlignmentError
 from .kernels.median import _median_network
 from .kernels.onepass import onepass_words
 from .refine import Envelope, RefineOptions, envelope_of
-from .words import SENTENCE_END_MARKS, WordTiming, merge_punctuations, split_words
+from .words import SENTENCE_END_MARKS, merged_texts, split_words
 
 
 @dataclass(eq=False)
@@ -98,9 +98,7 @@ def _align_group(plans: list[Plan], width: int, heuristics: bool, onset_cost: fl
         word_at.append(word_at[-1] + len(words))
         sentence_end += [w in SENTENCE_END_MARKS for w in words]
         if heuristics:
-            merged = [WordTiming(w, t, 0.0, 0.0, 0.0) for w, t in zip(words, tokens)]
-            merge_punctuations(merged)
-            words = [m.word for m in merged]
+            words = merged_texts(words)
             keep += [bool(w) for w in words]
         else:
             keep += [True] * len(words)
@@ -135,18 +133,18 @@ def _align_group(plans: list[Plan], width: int, heuristics: bool, onset_cost: fl
         env.n_samples if env is not None else 0, refine, dips, params,
         word_start, word_end, word_prob, seg_bounds, status)
     results: list[Result] = []
-    for i, p in enumerate(plans):
-        if status[i] == 2:
+    # Python floats once for all words: indexing numpy arrays per value costs more than this
+    starts, ends, probabilities = word_start.tolist(), word_end.tolist(), word_prob.tolist()
+    for i, (p, code, (start, end)) in enumerate(zip(plans, status.tolist(), seg_bounds.tolist())):
+        if code == 2:
             raise AlignmentError(f"segment {p.index}: its captured attention holds NaN or inf "
                                  "(a decoder run in float16 that overflowed?); align it again "
                                  "with method='reference' or transcribe in float32.")
-        if status[i] == 1:
+        if code == 1:
             results.append(([], p.bounds[0], p.bounds[1]))
             continue
-        a = word_at[i]
-        words = [{"word": w, "start": round(float(word_start[a + j]), 3),
-                  "end": round(float(max(word_end[a + j], word_start[a + j])), 3),
-                  "probability": round(float(word_prob[a + j]), 4)}
-                 for j, w in enumerate(shown[i]) if keep[a + j]]
-        results.append((words, float(seg_bounds[i, 0]), float(seg_bounds[i, 1])))
+        words = [{"word": w, "start": round(starts[k], 3), "end": round(max(ends[k], starts[k]), 3),
+                  "probability": round(probabilities[k], 4)}
+                 for k, w in enumerate(shown[i], word_at[i]) if keep[k]]
+        results.append((words, start, end))
     return results

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -14,7 +14,7 @@ import numpy as np
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .backend import gpu_available, mx
 from .cache import AttentionCache
-from .capture import CAPTURE_MARGIN_S, CapturedAttention, to_host
+from .capture import CAPTURE_MARGIN_S, CapturedAttention, host_views
 from .decoding import DecodingOptions, WindowResult, decode_with_fallback, prompt_tokens
 from .errors import DecodingError
 from .mel import CHUNK_SAMPLES, TOKENS_PER_SECOND, log_mel_batch, log_mel_window
@@ -180,7 +180,7 @@ def transcribe_many(
                     progress, verbose)
                 job.languages.append(language_out)
         else:
-            with _prompt_gil_handoff(word_timestamps and gpu_available()):
+            with _prompt_gil_handoff(capture and gpu_available()):
                 _batched(wm, group, options, capture, batch_size or default_batch_size(),
                          progress, verbose, word_timestamps, float(window_s or 30.0))
 
@@ -243,17 +243,17 @@ def _check_language(wm: WhisperModel, language: str | None) -> str | None:
     return language
 
 
-# Python's thread switch interval while words are aligned beside a GPU decoding loop (s):
+# Python's thread switch interval while the host worker runs beside a GPU decoding loop (s):
 # 10 us, chosen on an H200 among 200 / 50 / 10 us (docs/benchmarks.md, "The GIL between ...").
 ALIGN_SWITCH_S = 0.00001
 
 
 @contextlib.contextmanager
 def _prompt_gil_handoff(enabled: bool):
-    """A short thread switch interval while `enabled`. The aligner thread's Python work holds
-    the GIL; each time the decoding loop wants it back (after every GPU step, ~1 ms) it waits
-    up to the switch interval (5 ms by default) while the GPU, two steps ahead at most, runs
-    dry. The interval is process-wide: restored on exit."""
+    """A short thread switch interval while `enabled`. The host worker's Python work (words,
+    the cache) holds the GIL; each time the decoding loop wants it back (after every GPU step,
+    ~1 ms) it waits up to the switch interval (5 ms by default) while the GPU, two steps ahead
+    at most, runs dry. The interval is process-wide: restored on exit."""
     if not enabled:
         yield
         return
@@ -299,13 +299,14 @@ def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbo
     prompt = prompt_tokens(wm.tokenizer(options.language, options.task), options.initial_prompt,
                            wm.dims.n_text_ctx)
     bar = _progress(len(pending), progress)
-    # Word alignment is host work (numba, numpy) and MLX releases the GIL while the device
-    # computes, so words are aligned in a thread as soon as windows are final: while the
-    # batch's failing windows are decoded again at a higher temperature, and the next batch.
-    aligner = ThreadPoolExecutor(max_workers=1) if word_timestamps else None
+    # Host work on what the device decoded -- copying segments' attention into the cache and
+    # aligning words (numba, numpy) -- runs in a worker thread as soon as windows are final:
+    # while the batch's failing windows are decoded again at a higher temperature, and the
+    # next batch (MLX releases the GIL while the device computes).
+    worker = ThreadPoolExecutor(max_workers=1) if capture else None
     aligning = []
-    if aligner is not None:  # the signal refinement's energy envelopes, while the GPU decodes
-        aligning += [aligner.submit(envelope_of, job.samples) for job in jobs[:ENVELOPES_KEPT]]
+    if word_timestamps:  # the signal refinement's energy envelopes, while the GPU decodes
+        aligning += [worker.submit(envelope_of, job.samples) for job in jobs[:ENVELOPES_KEPT]]
     for _round in range(MAX_TAIL_ROUNDS + 1):
         tails: list[tuple[_Job, Window]] = []
         for first in range(0, len(pending), batch_size):
@@ -315,7 +316,7 @@ def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbo
 
             def accept(rows, results, batch=batch, by_window=by_window):
                 # Windows final after this pass: their segments (and words, in the
-                # aligner thread) while the failing windows are decoded again.
+                # worker thread) while the failing windows are decoded again.
                 accepted, cuts = [], []
                 for row, result in zip(rows, results):
                     job, window = batch[row]
@@ -324,9 +325,11 @@ def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbo
                     job.segments.extend(new)
                     by_window[row] = new
                     accepted.extend(new)
-                store_attention(cuts)
-                if aligner is not None and accepted:
-                    aligning.append(aligner.submit(_align_segments, accepted))
+                if cuts:
+                    put = fetch_attention(cuts)
+                    aligning.append(worker.submit(put))
+                if word_timestamps and accepted:
+                    aligning.append(worker.submit(_align_segments, accepted))
 
             results = decode_with_fallback(wm, features, options, capture=capture, prompt=prompt,
                                            audio_frames=[_audio_frames(w) for _, w in batch],
@@ -347,10 +350,10 @@ def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbo
             bar.total += len(tails)
     if bar:
         bar.close()
-    if aligner is not None:
+    if worker is not None:
         for future in aligning:
             future.result()
-        aligner.shutdown()
+        worker.shutdown()
     for job in jobs:
         job.segments.sort(key=lambda seg: (seg["start"], seg["end"]))
         for i, seg in enumerate(job.segments):
@@ -364,7 +367,7 @@ def _align_segments(segments: list[Segment]) -> None:
 
 
 def _untranscribed_tail(window: Window, segments: list[Segment], samples: np.ndarray) -> Window | None:
-    # the decoded end, not segment["end"]: the aligner thread may have refined it already
+    # the decoded end, not segment["end"]: the worker thread may have refined it already
     covered = segments[-1].source.end_s if segments else window.start_s
     start = int(round(covered * SAMPLE_RATE))
     if window.end - start < TAIL_S * SAMPLE_RATE:
@@ -511,9 +514,21 @@ def window_segments(wm: WhisperModel, window: Window, result: WindowResult,
 def store_attention(cuts: list[tuple]) -> None:
     """Put segments' attention in their cache: `cuts` as `window_segments` leaves them in
     `pending_cuts`, cut out of their windows' scores in one copy off the device."""
-    scores = to_host([result.attention.part(*box) for _, _, result, box, _ in cuts])
-    for (cache, key, result, box, ts_begin), part in zip(cuts, scores):
-        cache.put(key, _segment_attention(result, box, part, ts_begin))
+    fetch_attention(cuts)()
+
+
+def fetch_attention(cuts: list[tuple]) -> Callable[[], None]:
+    """`store_attention` in two halves: this one cuts the segments' attention out of their
+    windows' scores on the device and waits for it; the function it returns copies each
+    segment's part to memory of its own and puts it in its cache. That half makes no MLX
+    call, so a worker thread can do it while the decoding loop goes on (at 30 min on an H200,
+    ~16 of the ~30 ms the cache took)."""
+    views = host_views([result.attention.part(*box) for _, _, result, box, _ in cuts])
+
+    def put() -> None:
+        for (cache, key, result, box, ts_begin), view in zip(cuts, views):
+            cache.put(key, _segment_attention(result, box, np.array(view), ts_begin))
+    return put
 
 
 def _attention_box(result, i0, i1, start_rel, end_rel, audio_frames) -> tuple[int, int, int, int]:

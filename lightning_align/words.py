@@ -124,6 +124,20 @@ def merge_punctuations(words: list[WordTiming], prepended: str = PREPEND_PUNCTUA
         j += 1
 
 
+class _Text:
+    __slots__ = ("word", "tokens")
+
+    def __init__(self, word: str):
+        self.word, self.tokens = word, []
+
+
+def merged_texts(words: list[str]) -> list[str]:
+    """The words' texts after `merge_punctuations` ("" where merged away), without timings."""
+    items = [_Text(w) for w in words]
+    merge_punctuations(items)  # type: ignore[arg-type]
+    return [item.word for item in items]
+
+
 def apply_heuristics(words: list[WordTiming], segment_start: float, segment_end: float,
                      last_speech: float) -> tuple[list[WordTiming], float, float]:
     """openai-whisper's corrections for words stretched over pauses, on one segment's words.
