@@ -28,7 +28,8 @@ from .transcript import Segment, SegmentSource
 from .onepass import Plan, align_plans
 from .refine import (FINE_HOP_S, RefineOptions, onset_costs, snap_to_dips, snap_words,
                      speech_spans)
-from .words import WordTiming, apply_heuristics, shift_words, to_dicts, word_timings
+from .words import (WordTiming, apply_heuristics, shift_words, split_words, to_dicts,
+                    word_timings)
 
 METHODS = ("onepass", "reference")
 MAX_WINDOW_S = 30.0
@@ -554,7 +555,7 @@ def _split_text(job: _Job) -> tuple[list[int], tuple[list[str], list[list[int]]]
     """(text tokens, (words, their tokens)) of a job's segment."""
     tok = _model_of(job).tokenizer()
     text = _text_of(job, tok.eot)
-    return text, tok.split_to_word_tokens(list(text)) if text else ([], [])
+    return text, split_words(tok, text) if text else ([], [])
 
 
 def _word_starts(job: _Job, options: AlignOptions, samples: np.ndarray | None,

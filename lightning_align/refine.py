@@ -52,8 +52,8 @@ class RefineOptions:
 
 
 class Envelope:
-    """Level in dB of 20 ms frames every 10 ms over a whole recording, computed once, and the
-    energy of its 5 ms blocks for the dip search (`fine_levels`).
+    """Level in dB of 20 ms frames every 10 ms over a whole recording (`db`), computed once,
+    and of 10 ms frames every 5 ms for the dip search (`fine_db`, `fine_levels`).
 
     Frame k is centred on k * 10 ms and covers [k * 10 ms - 10 ms, k * 10 ms + 10 ms); every
     segment of a transcript slices the same envelope instead of re-reading its samples.

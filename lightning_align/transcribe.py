@@ -180,7 +180,7 @@ def transcribe_many(
                     progress, verbose)
                 job.languages.append(language_out)
         else:
-            with _prompt_gil_handoff(capture and gpu_available()):
+            with _prompt_gil_handoff(word_timestamps and gpu_available()):
                 _batched(wm, group, options, capture, batch_size or default_batch_size(),
                          progress, verbose, word_timestamps, float(window_s or 30.0))
 
@@ -243,17 +243,19 @@ def _check_language(wm: WhisperModel, language: str | None) -> str | None:
     return language
 
 
-# Python's thread switch interval while the host worker runs beside a GPU decoding loop (s):
+# Python's thread switch interval while words are aligned beside a GPU decoding loop (s):
 # 10 us, chosen on an H200 among 200 / 50 / 10 us (docs/benchmarks.md, "The GIL between ...").
 ALIGN_SWITCH_S = 0.00001
 
 
 @contextlib.contextmanager
 def _prompt_gil_handoff(enabled: bool):
-    """A short thread switch interval while `enabled`. The host worker's Python work (words,
-    the cache) holds the GIL; each time the decoding loop wants it back (after every GPU step,
+    """A short thread switch interval while `enabled` (words are aligned). The host worker's
+    Python work holds the GIL; each time the decoding loop wants it back (after every GPU step,
     ~1 ms) it waits up to the switch interval (5 ms by default) while the GPU, two steps ahead
-    at most, runs dry. The interval is process-wide: restored on exit."""
+    at most, runs dry. Capture alone leaves the default: the worker's cache copies release the
+    GIL, and the short interval measured +1-2 % on capture alone (gpu-h200-28-words-parts.txt,
+    one process; within the noise). The interval is process-wide: restored on exit."""
     if not enabled:
         yield
         return

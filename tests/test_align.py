@@ -263,3 +263,23 @@ def test_batched_onepass_rejects_attention_with_nan(model, short_speech):
     entry.scores[0, :, :3] = np.nan
     with pytest.raises(la.AlignmentError, match="segment 0: its captured attention holds NaN"):
         la.align(result["segments"], which=0, force=True)
+
+
+def test_split_words_equals_the_tokenizer(model):
+    """The word split from cached token texts is the tokenizer's own, including tokens that
+    are parts of a character (which fall back to the tokenizer) and punctuation."""
+    import random
+
+    from lightning_align.words import split_words
+
+    tok = model.tokenizer()
+    texts = [" Hello, world! It's 3.5 o'clock -- \"quoted\" (paren) [x] well... Mr. Smith's",
+             " café naïve 日本語 €100 — ½", " Don't stop.", "a"]
+    cases = [tok.encode(t) for t in texts]
+    rng = random.Random(0)
+    cases += [[rng.randrange(tok.eot) for _ in range(rng.randrange(1, 20))] for _ in range(2000)]
+    fell_back = 0
+    for tokens in cases:
+        assert split_words(tok, tokens) == tok.split_to_word_tokens(list(tokens)), tokens
+        fell_back += any("\ufffd" in tok.decode([t]) for t in tokens)
+    assert 0 < fell_back < len(cases)
