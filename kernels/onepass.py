@@ -192,6 +192,55 @@ def _refine(starts0, ends0, db, fine_db, n_samples, refine, dips, speech_db, bel
 
 
 @njit(cache=True, nogil=True)
+def _matrix(scores16, log_norm, heads, head_w, total, width, net_lo, net_hi, net_mode, out):
+    """One segment's softmax weights of `heads` -> its alignment matrix in `out` (rows,
+    frames); False if the attention holds NaN or inf."""
+    w = np.empty((len(heads), scores16.shape[0], scores16.shape[2]), np.float32)
+    _weights_into(scores16, log_norm, heads, w)
+    return _alignment(w, width, net_lo, net_hi, net_mode, head_w, total, out)
+
+
+@njit(cache=True, nogil=True)
+def _anchor(matrix, frame0_s, lo_s, hi_s):
+    """`align._anchored` in place: frames outside [lo_s, hi_s] get the matrix's minimum less 1,
+    unless that is none or all of them."""
+    frames = matrix.shape[1]
+    outside = np.empty(frames, np.bool_)
+    n_out = 0
+    for f in range(frames):
+        t = frame0_s + f / FRAMES_PER_S
+        outside[f] = t < lo_s or t > hi_s
+        n_out += outside[f]
+    if 0 < n_out < frames:
+        low = matrix.min() - 1.0
+        for f in range(frames):
+            if outside[f]:
+                matrix[:, f] = low
+
+
+@njit(cache=True, nogil=True)
+def _entered(matrix, enter, enter_cost, first):
+    """DTW on the negated matrix (`dtw.dtw` with an entry); first[r] = the frame at which the
+    path enters row r. False if the matrix holds NaN or inf."""
+    rows, frames = matrix.shape
+    x = np.empty((rows, frames))
+    for r in range(rows):
+        for f in range(frames):
+            x[r, f] = -np.float64(matrix[r, f])
+    trace = np.empty((rows + 1, frames + 1), np.int8)
+    if not _fill(x, rows, frames, trace, enter, enter_cost):
+        return False
+    ti = np.empty(rows + frames, np.int64)
+    tj = np.empty(rows + frames, np.int64)
+    k = _backtrace(trace, rows, frames, ti, tj)
+    first[:] = -1
+    for p in range(k, rows + frames):
+        if first[ti[p]] < 0:
+            first[ti[p]] = tj[p]
+    return True
+
+
+@njit(cache=True, nogil=True)
 def onepass_words(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w, total,
                   width, net_lo, net_hi, net_mode, frame0, anchor, text_rows, text_at, probs,
                   word_bounds, word_at, sentence_end, keep, bounds, last_speech, lags,
@@ -219,9 +268,9 @@ def onepass_words(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads,
     params: refine options (speech_db, below_peak_db, floor_percentile, min_pause_s, reach_s,
         min_word_s, context_s, dip_reach_s, dip_tolerance_db, dip half window).
     Writes word_start / word_end / word_prob (per word; times meaningful where kept; the
-        probability is the mean of the word's tokens'), seg_bounds[s] (start, end
-    after the heuristics and refinement) and status[s]: 0 aligned, 1 no text, 2 NaN or inf in
-    the attention.
+    probability is the mean of the word's tokens'), seg_bounds[s] (start, end after the
+    heuristics and refinement) and status[s]: 0 aligned, 1 no text, 2 NaN or inf in the
+    attention.
     """
     for s in range(len(shapes)):
         rows, frames = shapes[s, 0], shapes[s, 1]
@@ -232,33 +281,16 @@ def onepass_words(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads,
         if n_text <= 0 or n_words == 0:
             status[s] = 1
             continue
-        # softmax weights -> alignment matrix
         sc = scores16[score_at[s] : score_at[s] + rows * n_heads * frames].reshape(
             (rows, n_heads, frames))
         ln = log_norm[norm_at[s] : norm_at[s] + rows * n_heads].reshape((rows, n_heads))
-        w = np.empty((len(heads), rows, frames), np.float32)
-        _weights_into(sc, ln, heads, w)
         matrix = np.empty((rows, frames), np.float32)
-        if not _alignment(w, width, net_lo, net_hi, net_mode, head_w, total, matrix):
+        if not _matrix(sc, ln, heads, head_w, total, width, net_lo, net_hi, net_mode, matrix):
             status[s] = 2
             continue
         if anchor[s, 2] != 0:
-            outside = np.empty(frames, np.bool_)
-            n_out = 0
-            for f in range(frames):
-                t = frame0[s] + f / FRAMES_PER_S
-                outside[f] = t < anchor[s, 0] or t > anchor[s, 1]
-                n_out += outside[f]
-            if 0 < n_out < frames:
-                low = matrix.min() - 1.0
-                for f in range(frames):
-                    if outside[f]:
-                        matrix[:, f] = low
-        # DTW on the negated matrix; words other than the first pay the onset cost to start
-        x = np.empty((rows, frames))
-        for r in range(rows):
-            for f in range(frames):
-                x[r, f] = -np.float64(matrix[r, f])
+            _anchor(matrix, frame0[s], anchor[s, 0], anchor[s, 1])
+        # words other than the first pay the onset cost to start
         enter = np.zeros(rows, np.uint8)
         enter_cost = np.zeros(frames)
         b0 = word_at[s] + s
@@ -266,17 +298,10 @@ def onepass_words(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads,
             for i in range(1, n_words):
                 enter[text_rows[t_lo + word_bounds[b0 + i]]] = 1
             _onset_costs(db, frame0[s], frames, onset_scale, params[2], enter_cost)
-        trace = np.empty((rows + 1, frames + 1), np.int8)
-        if not _fill(x, rows, frames, trace, enter, enter_cost):
+        first = np.empty(rows, np.int64)
+        if not _entered(matrix, enter, enter_cost, first):
             status[s] = 2
             continue
-        ti = np.empty(rows + frames, np.int64)
-        tj = np.empty(rows + frames, np.int64)
-        k = _backtrace(trace, rows, frames, ti, tj)
-        first = np.full(rows, -1, np.int64)
-        for p in range(k, rows + frames):
-            if first[ti[p]] < 0:
-                first[ti[p]] = tj[p]
         # word times from the frames the path enters each word's first token row at
         starts = np.empty(n_words)
         ends = np.empty(n_words)
