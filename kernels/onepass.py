@@ -23,7 +23,7 @@ from .boundaries import snap_to_dips, snap_words, speech_spans
 from .dtw import _backtrace, _fill
 from .matrix import _alignment, _half_to_float32
 
-__all__ = ["onepass_words", "softmax_weights"]
+__all__ = ["onepass_words", "onset_costs", "percentile64", "softmax_weights"]
 
 FRAMES_PER_S = 50.0  # encoder frames
 ONSET_HOP_S = 0.02  # onset costs: one per encoder frame
@@ -59,8 +59,9 @@ def softmax_weights(scores: np.ndarray, log_norm: np.ndarray, heads: np.ndarray)
 
 
 @njit(cache=True, nogil=True)
-def _percentile64(x, q):
-    """numpy's default (linear) percentile of a float64 array (`refine.percentile`)."""
+def percentile64(x, q):
+    """numpy's default (linear) percentile of a 1-D float64 array (`refine.percentile`); float64
+    arithmetic, where `boundaries._percentile32` keeps float32's for float32 levels."""
     s = np.sort(x)
     n = len(s)
     v = q / 100.0 * (n - 1)
@@ -71,8 +72,9 @@ def _percentile64(x, q):
 
 
 @njit(cache=True, nogil=True)
-def _onset_costs(db, frame0_s, n_frames, scale, floor_percentile, out):
-    """`refine.onset_costs` from the envelope's 10 ms levels `db`, into out[:n_frames]."""
+def onset_costs(db, frame0_s, n_frames, scale, floor_percentile, out):
+    """`refine.onset_costs` from the envelope's 10 ms levels `db` (float32 dB), into
+    out[:n_frames] (float64)."""
     if len(db) == 0 or n_frames == 0:
         out[:] = 0.0
         return
@@ -80,7 +82,7 @@ def _onset_costs(db, frame0_s, n_frames, scale, floor_percentile, out):
     for j in range(n_frames):
         k = int(np.rint((frame0_s + j * ONSET_HOP_S) / LEVEL_HOP_S))
         level[j] = np.float64(db[min(max(k, 0), len(db) - 1)])
-    floor = _percentile64(level, floor_percentile)
+    floor = percentile64(level, floor_percentile)
     span = max(level.max() - floor, 1e-6)
     for j in range(n_frames):
         out[j] = scale * min(max((level[j] - floor) / span, 0.0), 1.0)
@@ -297,7 +299,7 @@ def onepass_words(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads,
         if onset_scale > 0 and has_signal:
             for i in range(1, n_words):
                 enter[text_rows[t_lo + word_bounds[b0 + i]]] = 1
-            _onset_costs(db, frame0[s], frames, onset_scale, params[2], enter_cost)
+            onset_costs(db, frame0[s], frames, onset_scale, params[2], enter_cost)
         first = np.empty(rows, np.int64)
         if not _entered(matrix, enter, enter_cost, first):
             status[s] = 2

@@ -155,7 +155,7 @@ class AttentionProbe:
 class RowScores:
     """One window's captured scores (steps, heads, frames) float16, left where the batch's
     scores were computed (the GPU) until the parts that segments keep are cut out (`part`,
-    copied with `to_host`): a segment keeps its own frames and a margin, about a fifth of the
+    copied with `host_views`): a segment keeps its own frames and a margin, about a fifth of the
     1500 on speech, and on CUDA's managed memory a host slicing the whole batch had faulted
     every page of it over."""
 
@@ -177,8 +177,9 @@ class RowScores:
 def host_views(parts: list[mx.array]) -> list[np.ndarray]:
     """Device arrays -> host views of them, gathered on the device into one buffer first: one
     synchronization for all, however many parts. The views share that buffer (on CUDA, managed
-    memory whose pages move to the host as they are read): copy them (`to_host`) before
-    keeping them, which needs no MLX call and so may happen on another thread."""
+    memory whose pages move to the host as they are read): copy them before keeping them,
+    which needs no MLX call and so may happen on another thread
+    (`transcribe.fetch_attention`)."""
     if not parts:
         return []
     flat = mx.concatenate([p.reshape(-1) for p in parts]) if len(parts) > 1 else parts[0].reshape(-1)
@@ -189,11 +190,6 @@ def host_views(parts: list[mx.array]) -> list[np.ndarray]:
         out.append(host[at : at + size].reshape(p.shape))
         at += size
     return out
-
-
-def to_host(parts: list[mx.array]) -> list[np.ndarray]:
-    """Device arrays -> host arrays with memory of their own (`host_views`, copied)."""
-    return [np.array(view) for view in host_views(parts)]
 
 
 def row_scores(queries: mx.array, keys: mx.array, counts: np.ndarray) -> mx.array:

@@ -110,7 +110,7 @@ class WindowResult:
     """The accepted decode of one window. `tokens` are the sampled tokens (text and timestamps),
     without the start sequence and end-of-text. `attention`, when captured, has one row per
     sampled token plus one for the end-of-text prediction: (rows, heads, 1500 frames) float16,
-    kept on the device until the parts segments keep are copied (`capture.to_host`)."""
+    kept on the device until the parts segments keep are copied (`capture.host_views`)."""
 
     tokens: tuple[int, ...]
     token_logprobs: np.ndarray

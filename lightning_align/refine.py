@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels import boundaries as _kernels
+from .kernels import onepass as _onepass
 
 SAMPLE_RATE = 16000
 HOP_S = 0.01
@@ -128,9 +129,6 @@ def frame_levels(samples: np.ndarray, t0_s: float, t1_s: float) -> tuple[float, 
     return envelope_of(samples).levels(t0_s, t1_s)
 
 
-ENCODER_FRAME_S = 0.02  # the attention's frames
-
-
 def onset_costs(samples: np.ndarray, frame0_s: float, n_frames: int, scale: float,
                 floor_percentile: float = 5.0) -> np.ndarray:
     """What it costs the DTW to start a word at each of `n_frames` 20 ms attention frames from
@@ -138,26 +136,16 @@ def onset_costs(samples: np.ndarray, frame0_s: float, n_frames: int, scale: floa
     frame centred there), 0 at the span's `floor_percentile` level and 1 at its loudest.
     A word boundary inside speech usually sits in an energy dip; where the attention is
     ambiguous between frames this tips the path toward the quiet one. (n_frames,) float64."""
-    db = envelope_of(samples).db
-    if len(db) == 0 or n_frames == 0:
-        return np.zeros(n_frames)
-    t = frame0_s + np.arange(n_frames) * ENCODER_FRAME_S
-    level = db[np.clip(np.round(t / HOP_S).astype(np.int64), 0, len(db) - 1)].astype(np.float64)
-    floor, peak = percentile(level, floor_percentile), level.max()
-    return scale * np.clip((level - floor) / max(peak - floor, 1e-6), 0.0, 1.0)
+    out = np.empty(n_frames)
+    _onepass.onset_costs(envelope_of(samples).db, float(frame0_s), int(n_frames), float(scale),
+                         float(floor_percentile), out)
+    return out
 
 
 def percentile(x: np.ndarray, q: float) -> float:
     """`np.percentile(x, q)` (its default linear method, same result) for a 1-D float64 array,
-    without its ~150 us of overhead: this runs once per aligned segment, beside the decoder."""
-    n = len(x)
-    v = q / 100.0 * (n - 1)
-    lo = int(np.floor(v))
-    hi = min(lo + 1, n - 1)
-    s = np.partition(x, (lo, hi))
-    a, b, g = float(s[lo]), float(s[hi]), v - lo
-    # numpy's lerp, which computes from the upper end when g >= 0.5
-    return b - (b - a) * (1.0 - g) if g >= 0.5 else a + (b - a) * g
+    without its ~150 us of overhead (the kernel the onset costs use)."""
+    return float(_onepass.percentile64(np.asarray(x, np.float64), float(q)))
 
 
 def speech_spans(samples: np.ndarray, t0_s: float, t1_s: float,

@@ -306,9 +306,9 @@ def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbo
     # while the batch's failing windows are decoded again at a higher temperature, and the
     # next batch (MLX releases the GIL while the device computes).
     worker = ThreadPoolExecutor(max_workers=1) if capture else None
-    aligning = []
+    queued = []
     if word_timestamps:  # the signal refinement's energy envelopes, while the GPU decodes
-        aligning += [worker.submit(envelope_of, job.samples) for job in jobs[:ENVELOPES_KEPT]]
+        queued += [worker.submit(envelope_of, job.samples) for job in jobs[:ENVELOPES_KEPT]]
     for _round in range(MAX_TAIL_ROUNDS + 1):
         tails: list[tuple[_Job, Window]] = []
         for first in range(0, len(pending), batch_size):
@@ -329,9 +329,9 @@ def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbo
                     accepted.extend(new)
                 if cuts:
                     put = fetch_attention(cuts)
-                    aligning.append(worker.submit(put))
+                    queued.append(worker.submit(put))
                 if word_timestamps and accepted:
-                    aligning.append(worker.submit(_align_segments, accepted))
+                    queued.append(worker.submit(_align_segments, accepted))
 
             results = decode_with_fallback(wm, features, options, capture=capture, prompt=prompt,
                                            audio_frames=[_audio_frames(w) for _, w in batch],
@@ -353,7 +353,7 @@ def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbo
     if bar:
         bar.close()
     if worker is not None:
-        for future in aligning:
+        for future in queued:
             future.result()
         worker.shutdown()
     for job in jobs:

@@ -12,13 +12,13 @@ import soundfile as sf
 
 import lightning_align as la
 from lightning_align.backend import mx
-from lightning_align.capture import ForcedProbe, to_host
+from lightning_align.capture import ForcedProbe
 from lightning_align.decoding import (LOOP_MIN_TOKENS, DecodingOptions, bound_to_fail,
                                       decode_batch, decode_with_fallback, repeated_words)
 from lightning_align.mel import log_mel_batch, log_mel_window
 from lightning_align.model import DecoderState
 from lightning_align.synth import long_speech as generate_long_speech
-from lightning_align.transcribe import split_tokens
+from lightning_align.transcribe import split_tokens, store_attention
 
 from .conftest import word_error_rate
 from .encoder_reference import reference_encoder
@@ -176,7 +176,10 @@ def test_captured_scores_equal_a_forced_pass(model, short_speech):
     np.testing.assert_allclose(captured, forced, atol=0.05, rtol=2e-3)
     n = captured.shape[0]
     boxes = [(0, 3, 10, 200), (2, n, 0, 1500), (n - 1, n, 1499, 1500)]
-    for (r0, r1, f0, f1), part in zip(boxes, to_host([result.attention.part(*b) for b in boxes])):
+    cache = la.AttentionCache()
+    store_attention([(cache, k, result, b, model.tokenizer().timestamp_begin)
+                     for k, b in enumerate(boxes)])
+    for (r0, r1, f0, f1), part in zip(boxes, [cache.get(k).scores for k in range(len(boxes))]):
         assert part.dtype == np.float16 and part.flags.c_contiguous and part.flags.owndata
         np.testing.assert_array_equal(part, np.asarray(result.attention)[r0:r1, :, f0:f1])
 
