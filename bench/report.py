@@ -11,10 +11,10 @@ rewritten.
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import statistics
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -160,7 +160,11 @@ def plot(rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    paths = (argv if argv else sys.argv[1:]) or sorted(
+    ap = argparse.ArgumentParser(description="Write the speed block of docs/benchmarks.md and its "
+                                 "plot from bench.throughput's JSON lines.")
+    ap.add_argument("results", nargs="*", help="JSON-lines files (default: every bench/results/"
+                    "*.jsonl except breakdowns)")
+    paths = ap.parse_args(argv).results or sorted(
         p for p in glob.glob(str(Path(__file__).parent / "results" / "*.jsonl")) if "breakdown" not in p)
     rows = load(paths)
     block = "\n".join([BEGIN, "## Speed", "",
