@@ -126,16 +126,17 @@ def test_device_normalizers_equal_numpy(model, short_speech, chunk_values, monke
 
 def test_encoder_host_kernels_match_a_float64_reference(model, short_speech):
     """On a CPU the encoder's softmax and GELUs run in numba kernels (`host_kernels`, what
-    `embed_audio` picks there). Against Whisper's encoder in float64 numpy they are at least as
-    close as MLX's own float32 path (max error 4e-4 vs 1.9e-3 on this clip: MLX's exp and erf are
-    approximations), and two windows in one batch give what each gives alone."""
+    `embed_audio` picks there). Against Whisper's encoder in float64 numpy they are within 1e-3
+    and at least as close as MLX's own float32 path, within 2 % (max error 4e-4 vs 1.9e-3 on this
+    clip on one CPU model, where MLX's exp and erf are approximations; 5.50e-4 vs 5.47e-4 on
+    another), and two windows in one batch give what each gives alone."""
     audios = [short_speech.audio, short_speech.audio[: len(short_speech.audio) // 2]]
     mels = np.stack([log_mel_window(a, 80) for a in audios])
     host = np.array(model.model.encoder(mx.array(mels), host_kernels=True))
     fused = np.array(model.model.encoder(mx.array(mels[:1]), host_kernels=False))[0]
     reference = reference_encoder(model.model.encoder, mels[0])
     host_error, fused_error = np.abs(host[0] - reference).max(), np.abs(fused - reference).max()
-    assert host_error <= 1e-3 and host_error <= fused_error, (host_error, fused_error)
+    assert host_error <= 1e-3 and host_error <= 1.02 * fused_error, (host_error, fused_error)
     alone = np.array(model.model.encoder(mx.array(mels[1:]), host_kernels=True))[0]
     np.testing.assert_allclose(host[1], alone, atol=1e-4)
 
@@ -203,8 +204,10 @@ def test_device_token_choice_equals_host(model, short_speech, sample_len):
         np.testing.assert_allclose(d.token_logprobs, h.token_logprobs, atol=2e-3)
         assert d.attention.shape == h.attention.shape == (len(h.tokens) + (not sample_len),
                                                           len(model.captured_heads), 1500)
+        # stored in float16, whose step is 1/64 between 16 and 32: the two paths may round a
+        # score there to neighbouring values (seen on one CPU model: 12 of 675,000 scores)
         np.testing.assert_allclose(np.asarray(d.attention, np.float32), np.asarray(h.attention, np.float32),
-                                   atol=1e-2)
+                                   atol=1e-2, rtol=1e-3)
         np.testing.assert_allclose(d.log_norm, h.log_norm, atol=1e-3)
 
 
