@@ -295,3 +295,25 @@ def test_a_run_of_one_model_keeps_the_other_models_sections(tmp_path):
     base = out[out.index("### base"):]
     assert "Measured 2026-12-01 at commit abc1234." in base and "| base row |" in base
     assert keep_other_models(new, tmp_path / "missing.md") == new
+
+
+def test_a_run_of_the_second_model_keeps_the_order_and_each_models_own_peers(tmp_path):
+    """Rewriting base alone leaves tiny.en's section first and untouched, and tiny.en's peer
+    rows (measured on tiny.en's weights) never land in base's table."""
+    from bench.accuracy.report import BEGIN, END, keep_other_models, keep_peer_rows
+
+    path = tmp_path / "benchmarks.md"
+    path.write_text("\n".join([
+        "before", BEGIN, "Regenerate: ...", "",
+        "### tiny.en", "", "Measured 2026-12-03 at commit abc1234.", "", "#### Set", "",
+        "| system | x |", "|---|---|", "| lightning-align tiny | 1 |", "| faster-whisper | 2 |", "",
+        "### base", "", "Measured 2026-12-01 at commit abc1234.", "", "#### Set", "",
+        "| system | x |", "|---|---|", "| lightning-align base old | 3 |", "", END, "after"]))
+    new = ("Regenerate: ...\n\n### base\n\nMeasured 2026-12-04 at commit def5678.\n\n#### Set\n\n"
+           "| system | x |\n|---|---|\n| lightning-align base new | 4 |")
+    out = keep_other_models(keep_peer_rows(new, path), path)
+    tiny, base = out.index("### tiny.en"), out.index("### base")
+    assert tiny < base
+    assert "| faster-whisper | 2 |" in out[tiny:base] and "faster-whisper" not in out[base:]
+    assert "| lightning-align base new | 4 |" in out[base:] and "base old" not in out
+    assert "Measured 2026-12-03 at commit abc1234." in out[tiny:base]

@@ -84,30 +84,35 @@ PEERS = ("faster-whisper", "mlx-whisper", "openai-whisper")
 
 def keep_peer_rows(text: str, path: Path) -> str:
     """`text` (a run without peers) with the peers' rows of `path`'s accuracy block added back:
-    each peer row goes to the end of the last table under the same `####` heading."""
+    each peer row goes to the end of the last table under the same `####` heading of the same
+    model's `###` section (peers run on one model's weights say nothing of another's)."""
     if not path.exists() or BEGIN not in path.read_text():
         return text
     old = path.read_text()
     old = old[old.index(BEGIN) : old.index(END)]
-    rows: dict[str, list[str]] = {}
-    heading = ""
+    rows: dict[tuple[str, str], list[str]] = {}
+    model = heading = ""
     for line in old.splitlines():
-        if line.startswith("#"):
+        if line.startswith("### "):
+            model, heading = line, ""
+        elif line.startswith("#"):
             heading = line
         elif line.startswith("| ") and line[2:].startswith(PEERS):
-            rows.setdefault(heading, []).append(line)
+            rows.setdefault((model, heading), []).append(line)
     lines = text.splitlines()
     out: list[str] = []
-    heading = ""
+    model = heading = ""
     for k, line in enumerate(lines):
-        if line.startswith("#"):
+        if line.startswith("### "):
+            model, heading = line, ""
+        elif line.startswith("#"):
             heading = line
         out.append(line)
         last_row = line.startswith("|") and (k + 1 == len(lines) or not lines[k + 1].startswith("|"))
         later_table = any(x.startswith("|") for x in lines[k + 1 : next(
             (j for j in range(k + 1, len(lines)) if lines[j].startswith("#")), len(lines))])
         if last_row and not later_table:
-            out += rows.pop(heading, [])
+            out += rows.pop((model, heading), [])
     return "\n".join(out)
 
 
@@ -136,17 +141,22 @@ def keep_other_models(text: str, path: Path) -> str:
     if BEGIN not in old or END not in old:
         return text
     old_head, old_sections = _sections(old[old.index(BEGIN) + len(BEGIN) : old.index(END)])
-    ran = {title for title, _ in _sections(text)[1]}
+    head, new_sections = _sections(text)
+    ran = dict(new_sections)
+    if not set(title for title, _ in old_sections) - set(ran):
+        return text
     when = re.search(r"Measured (\S+) at commit (\w+)", old_head)
-    kept = []
+    # the models keep the order they had in the file; models new to it go last
+    sections = []
     for title, section in old_sections:
         if title in ran:
-            continue
-        if not re.search(r"^Measured ", section, re.M) and when:
+            section = ran.pop(title)
+        elif not re.search(r"^Measured ", section, re.M) and when:
             first, _, rest = section.partition("\n")
             section = f"{first}\n\nMeasured {when.group(1)} at commit {when.group(2)}.\n{rest}"
-        kept.append(section)
-    return "\n".join([text.rstrip("\n"), ""] + kept) if kept else text
+        sections.append(section.rstrip("\n") + "\n")
+    sections += [section.rstrip("\n") + "\n" for section in ran.values()]
+    return "\n".join([head.rstrip("\n"), ""] + sections)
 
 
 def write_block(text: str, path: Path) -> None:
