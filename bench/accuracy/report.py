@@ -82,37 +82,37 @@ def report(model: str | None = None, with_peers: bool = True, log=print) -> str:
 PEERS = ("faster-whisper", "mlx-whisper", "openai-whisper")
 
 
-def keep_peer_rows(text: str, path: Path) -> str:
-    """`text` (a run without peers) with the peers' rows of `path`'s accuracy block added back:
-    each peer row goes to the end of the last table under the same `####` heading of the same
-    model's `###` section (peers run on one model's weights say nothing of another's)."""
-    if not path.exists() or BEGIN not in path.read_text():
-        return text
-    old = path.read_text()
-    old = old[old.index(BEGIN) : old.index(END)]
-    rows: dict[tuple[str, str], list[str]] = {}
-    model = heading = ""
-    for line in old.splitlines():
-        if line.startswith("### "):
-            model, heading = line, ""
-        elif line.startswith("#"):
-            heading = line
-        elif line.startswith("| ") and line[2:].startswith(PEERS):
-            rows.setdefault((model, heading), []).append(line)
-    lines = text.splitlines()
-    out: list[str] = []
+def _headed(lines: list[str]):
+    """Yield (index, (model's `###` line, `####` heading), line) for each line of a block."""
     model = heading = ""
     for k, line in enumerate(lines):
         if line.startswith("### "):
             model, heading = line, ""
         elif line.startswith("#"):
             heading = line
+        yield k, (model, heading), line
+
+
+def keep_peer_rows(text: str, path: Path) -> str:
+    """`text` (a run without peers) with the peers' rows of `path`'s accuracy block added back:
+    each peer row goes to the end of the last table under the same `####` heading of the same
+    model's `###` section (peers run on one model's weights say nothing of another's)."""
+    old = path.read_text() if path.exists() else ""
+    if BEGIN not in old:
+        return text
+    rows: dict[tuple[str, str], list[str]] = {}
+    for _, where, line in _headed(old[old.index(BEGIN) : old.index(END)].splitlines()):
+        if line.startswith("| ") and line[2:].startswith(PEERS):
+            rows.setdefault(where, []).append(line)
+    lines = text.splitlines()
+    out: list[str] = []
+    for k, where, line in _headed(lines):
         out.append(line)
         last_row = line.startswith("|") and (k + 1 == len(lines) or not lines[k + 1].startswith("|"))
         later_table = any(x.startswith("|") for x in lines[k + 1 : next(
             (j for j in range(k + 1, len(lines)) if lines[j].startswith("#")), len(lines))])
         if last_row and not later_table:
-            out += rows.pop((model, heading), [])
+            out += rows.pop(where, [])
     return "\n".join(out)
 
 
@@ -143,7 +143,7 @@ def keep_other_models(text: str, path: Path) -> str:
     old_head, old_sections = _sections(old[old.index(BEGIN) + len(BEGIN) : old.index(END)])
     head, new_sections = _sections(text)
     ran = dict(new_sections)
-    if not set(title for title, _ in old_sections) - set(ran):
+    if all(title in ran for title, _ in old_sections):
         return text
     when = re.search(r"Measured (\S+) at commit (\w+)", old_head)
     # the models keep the order they had in the file; models new to it go last
@@ -154,9 +154,9 @@ def keep_other_models(text: str, path: Path) -> str:
         elif not re.search(r"^Measured ", section, re.M) and when:
             first, _, rest = section.partition("\n")
             section = f"{first}\n\nMeasured {when.group(1)} at commit {when.group(2)}.\n{rest}"
-        sections.append(section.rstrip("\n") + "\n")
-    sections += [section.rstrip("\n") + "\n" for section in ran.values()]
-    return "\n".join([head.rstrip("\n"), ""] + sections)
+        sections.append(section)
+    sections += ran.values()
+    return "\n".join([head.rstrip("\n"), ""] + [section.rstrip("\n") + "\n" for section in sections])
 
 
 def write_block(text: str, path: Path) -> None:
