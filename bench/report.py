@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -52,12 +53,92 @@ def best(rows: list[dict]) -> dict[tuple, dict]:
             for key, r in out.items()}
 
 
+def session(file: str) -> tuple[str, int]:
+    """(machine, session number) of a results file named MACHINE-N[-what].jsonl, e.g.
+    gpu-h200-31-base.jsonl -> ("gpu-h200", 31); files without a number count as session 0."""
+    m = re.match(r"(.+?)-(\d+)(?:-|\.)", file)
+    return (m.group(1), int(m.group(2))) if m else (file.split(".")[0], 0)
+
+
+def model_of(file: str) -> str:
+    """The weights a file measured: tiny.en unless its name says base."""
+    return "base" if re.search(r"-base(?:-|\.)", file) else "tiny.en"
+
+
+def summary(rows: list[dict]) -> str:
+    """A table of the figures the goals are judged on: one line per file and audio length of
+    each machine's newest session that ran lightning beside mlx-whisper, the paired ratios next
+    to fastest against fastest."""
+    newest: dict[str, int] = {}
+    for r in rows:
+        machine, n = session(r["file"])
+        newest[machine] = max(newest.get(machine, 0), n)
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in best(rows).values():
+        machine, n = session(r["file"])
+        if n == newest[machine]:
+            groups[(machine, r["file"], r["audio_s"])].append(r)
+    with_peer = {file for (_, file, _), group in groups.items()
+                 if any(r["system"] == "mlx-whisper" for r in group)}
+    lines = ["| machine | model | audio | lightning x realtime (fastest; median) | mlx-whisper x realtime "
+             "| lightning vs mlx-whisper (fastest vs fastest; paired by round) | words over "
+             "segment-only (paired by round) | WER lightning / mlx-whisper | file |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    rank = _machine_rank(rows)
+    for (machine, file, audio_s), group in sorted(groups.items(), key=lambda kv: (
+            rank[kv[0][0]], model_of(kv[0][1]) != "tiny.en", kv[0][1:])):
+        ours = max((r for r in group if r["system"] == "lightning"), key=lambda r: r["rtf"], default=None)
+        if ours is None or file not in with_peer:
+            continue
+        same = {r["system"]: r for r in group
+                if (r.get("batch_size"), _window(r)) in ((ours.get("batch_size"), _window(ours)), (None, ""))}
+        peer, words = same.get("mlx-whisper"), same.get("lightning+words")
+        peer_rtf = vs = "not run at this length"
+        if peer:
+            peer_rtf, vs = f"{peer['rtf']:.0f}", f"{ours['rtf'] / peer['rtf']:.1f}x"
+            paired = paired_ratios(peer["round_walls"], ours["round_walls"])
+            if paired:
+                vs += (f"; {statistics.median(paired):.1f}x ({min(paired):.1f}-{max(paired):.1f}x, "
+                       f"{_rounds(len(paired))})")
+        overhead = ""
+        if words:
+            paired = paired_ratios(words["round_walls"], ours["round_walls"])
+            overhead = (f"{_signed(statistics.median(paired))} ({_signed(min(paired))} to "
+                        f"{_signed(max(paired))}, {_rounds(len(paired))})" if paired
+                        else f"{_signed(words['wall_s'] / ours['wall_s'])} (fastest vs fastest)")
+        wer = " / ".join(f"{100 * r['wer']:.1f} %" if r and "wer" in r else "-" for r in (ours, peer))
+        lines.append(f"| {ours.get('gpu') or 'CPU (' + machine + ')'} | {model_of(file)} | "
+                     f"{audio_s / 60:.1f} min | {ours['rtf']:.0f}; {audio_s / ours['median_wall_s']:.0f} | "
+                     f"{peer_rtf} | {vs} | {overhead} | {wer} | {file} |")
+    return "\n".join(lines)
+
+
+def _machine_rank(rows: list[dict]) -> dict[str, int]:
+    """Machines ordered by their newest measurement, newest first."""
+    last: dict[str, float] = defaultdict(float)
+    for r in rows:
+        last[session(r["file"])[0]] = max(last[session(r["file"])[0]], r.get("time", 0.0))
+    return {m: i for i, m in enumerate(sorted(last, key=lambda m: -last[m]))}
+
+
+def _rounds(n: int) -> str:
+    return f"{n} round" + ("s" if n != 1 else "")
+
+
+def _signed(ratio: float) -> str:
+    return f"{100 * (ratio - 1):+.0f} %"
+
+
 def tables(rows: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in best(rows).values():
         groups[(r["file"], r["audio_s"])].append(r)
     lines = []
-    for (file, audio_s), group in sorted(groups.items()):
+    # Machines by their newest measurement, each one's newest session first; within a session,
+    # files and audio lengths in name order.
+    rank = _machine_rank(rows)
+    for (file, audio_s), group in sorted(groups.items(), key=lambda kv: (
+            rank[session(kv[0][0])[0]], -session(kv[0][0])[1], kv[0][0], kv[0][1])):
         machine = group[0].get("gpu") or group[0].get("cpu") or "?"
         peers = {r["system"]: r["rtf"] for r in group if not r["system"].startswith("lightning")}
         lines += [f"#### {file}: {audio_s:.0f} s of speech, {machine} ({group[0].get('device', '?')}, "
@@ -121,7 +202,7 @@ def _pct(slow: dict, fast: dict) -> str:
     if paired:
         text += (f"; paired by round {100 * (statistics.median(paired) - 1):+.0f} %, "
                  f"range {100 * (min(paired) - 1):+.0f} to {100 * (max(paired) - 1):+.0f} %, "
-                 f"{len(paired)} rounds")
+                 f"{_rounds(len(paired))}")
     return text + ")"
 
 
@@ -184,6 +265,15 @@ def main(argv: list[str] | None = None) -> int:
                        "seed 0 in every run unless it ran with `--vary-seed` (seed r in round r; "
                        "no file before 2026-12-03 did). "
                        "Regenerate: `python -m bench.report`.", "",
+                       "### Summary: each machine's newest session", "",
+                       "x realtime = audio seconds per wall second. \"Paired by round\": the "
+                       "median (range) of the ratios of runs made in the same round, minutes apart "
+                       "at most; on a device whose speed drifts by +-15-35 % between runs, these "
+                       "are the figures to judge by, fastest against fastest flatters whichever "
+                       "system caught the fast moment. The gpu-h200 `-peers` file ran both systems "
+                       "in one process, the other files ran mlx-whisper in an invocation of its own.", "",
+                       summary(rows), "",
+                       "### Every run, newest session first", "",
                        tables(rows), f"![x realtime vs audio length]({PLOT.name})", END])
     text = DOC.read_text() if DOC.exists() else ""
     if BEGIN in text and END in text:
