@@ -268,6 +268,21 @@ def prompt_tokens(tokenizer, text: str | None, n_text_ctx: int) -> list[int]:
     return [tokenizer.sot_prev] + encoded[-(n_text_ctx // 2 - 1):]
 
 
+def row_prompts(prompt: Sequence[int] | Sequence[Sequence[int]] | None, n_rows: int) -> list[list[int]]:
+    """One prompt (token list) per row from `prompt`: None (no prompt), one list for all rows, or
+    a list per row. The rows of one batch share their positions, so every prompt must have the
+    same length."""
+    if prompt is None or len(prompt) == 0:
+        return [[] for _ in range(n_rows)]
+    if not isinstance(prompt[0], (list, tuple, np.ndarray)):
+        return [list(prompt) for _ in range(n_rows)]  # type: ignore[arg-type]
+    rows = [list(p) for p in prompt]  # type: ignore[union-attr]
+    if len(rows) != n_rows or len({len(p) for p in rows}) > 1:
+        raise DecodingError(f"per-row prompts: {len(rows)} for {n_rows} rows, lengths "
+                            f"{sorted({len(p) for p in rows})}; give one per row, all of one length.")
+    return rows
+
+
 def detect_languages(wm: WhisperModel, features: mx.array) -> list[tuple[str, dict[str, float]]]:
     """Most likely language per window (and all probabilities), from the <|startoftranscript|> step."""
     tokenizer = wm.tokenizer()
@@ -295,7 +310,8 @@ def compiled_step(wm: WhisperModel, probe_layers: dict | None) -> CompiledStep:
 
 def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions, *,
                  temperature: float | Sequence[float] = 0.0, capture: bool = False,
-                 languages: list[str] | None = None, prompt: list[int] | None = None,
+                 languages: list[str] | None = None,
+                 prompt: Sequence[int] | Sequence[Sequence[int]] | None = None,
                  rng: np.random.Generator | None = None,
                  audio_frames: np.ndarray | None = None,
                  rungs: Sequence[tuple[int, int]] | None = None,
@@ -313,7 +329,9 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     once it is among the batch's last quarter of rows still decoding, unless its temperature is
     the last of `options.temperatures` or it may yet count as silence; its result is cut short,
     and failing, so a looping row does not hold up the batch for the rest of its `sample_len`
-    steps. Tokens are chosen where `options.token_choice` says."""
+    steps. `prompt`: the `<|startofprev|>` block (tokens) before each row's start sequence, one
+    for all rows or one per row, all of one length. Tokens are chosen where
+    `options.token_choice` says."""
     n_rows = features.shape[0]
     dims = wm.dims
     row_temperature = np.broadcast_to(np.asarray(temperature, np.float64), (n_rows,))
@@ -322,12 +340,13 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
         languages = [options.language or "en"] * n_rows
     tokenizers = [wm.tokenizer(lang if wm.is_multilingual else None, options.task) for lang in languages]
     tok = tokenizers[0]
+    prompts = row_prompts(prompt, n_rows)
     sot_rows = []
-    for t in tokenizers:
+    for t, row_prompt in zip(tokenizers, prompts):
         seq = list(t.sot_sequence_including_notimestamps if options.without_timestamps else t.sot_sequence)
-        sot_rows.append((prompt or []) + seq)
+        sot_rows.append(row_prompt + seq)
     initial = np.array(sot_rows, np.int32)
-    sot_index = len(prompt or [])
+    sot_index = len(prompts[0]) if prompts else 0
     sample_len = options.sample_len or dims.n_text_ctx // 2
     sample_len = min(sample_len, dims.n_text_ctx - initial.shape[1])
 
@@ -622,7 +641,8 @@ def best_attempt(attempts: list[WindowResult], options: DecodingOptions) -> Wind
 
 
 def decode_with_fallback(wm: WhisperModel, features: mx.array, options: DecodingOptions, *,
-                         capture: bool = False, prompt: list[int] | None = None,
+                         capture: bool = False,
+                         prompt: Sequence[int] | Sequence[Sequence[int]] | None = None,
                          audio_frames: np.ndarray | None = None,
                          on_final: Callable[[list[int], list[WindowResult]], None] | None = None,
                          spare_rows: int = 0) -> list[WindowResult]:
@@ -631,8 +651,10 @@ def decode_with_fallback(wm: WhisperModel, features: mx.array, options: Decoding
     `decode_batch`). `on_final(rows, results)`, when given, hears about windows as soon as
     their result is final (after each pass), so a caller can use them while the failing ones
     are decoded again. `spare_rows`: rows the caller's batch leaves free, in which the next
-    temperatures are decoded ahead (`DecodingOptions.fallback_ahead`)."""
+    temperatures are decoded ahead (`DecodingOptions.fallback_ahead`). `prompt`: one for all
+    windows or one per window (see `decode_batch`)."""
     n_rows = features.shape[0]
+    prompts = row_prompts(prompt, n_rows)
     languages = None
     if wm.is_multilingual and options.language is None:
         languages = [code for code, _ in detect_languages(wm, features)]
@@ -652,7 +674,7 @@ def decode_with_fallback(wm: WhisperModel, features: mx.array, options: Decoding
         decoded = decode_batch(
             wm, rows, options, temperature=[temperatures[level + r] for r in rung],
             capture=capture, languages=[languages[i] for i in window] if languages else None,
-            prompt=prompt, rng=rng,
+            prompt=[prompts[i] for i in window], rng=rng,
             audio_frames=None if audio_frames is None else np.asarray(audio_frames)[window],
             rungs=list(zip(window.tolist(), rung.tolist())) if ahead else None, stop_failed=True)
         failed, passed = [], []

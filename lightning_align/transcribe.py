@@ -30,6 +30,15 @@ TAIL_S = 2.0  # an untranscribed window tail this long (s) with speech in it is 
 MAX_TAIL_ROUNDS = 2
 SPEECH_RMS = 0.01  # 20 ms frames above -40 dBFS count as possible speech
 MIN_SPEECH_FRAMES = 10
+# A segment over this much speech (s) with fewer text tokens per second of it than this has
+# skipped speech: its closing timestamp jumped past words it never wrote (speech carries
+# 2-5 tokens per second; the skips seen have 0.5).
+SKIP_MIN_SPEECH_S = 4.0
+SKIP_TOKENS_PER_S = 1.0
+# Tokens of previous text that prompt a window decoded again (openai-whisper: up to 223). On
+# five generated recordings of 7.5 min (CPU), 32 / 64 / 128 / 223 gave 24.8 / 24.9 / 24.8 / 25.0 %
+# WER (25.7 % without): a short prompt serves, and costs the re-decodes less.
+PROMPT_TOKENS = 64
 
 
 def default_batch_size() -> int:
@@ -78,7 +87,10 @@ def transcribe(
     each window, so the fallback costs no extra passes ("auto"; 0 turns it off; see
     `DecodingOptions.fallback_ahead`). `seed` seeds the samples drawn at fallback temperatures:
     a window that fails greedy decoding gets the same text again for the same seed (on one
-    backend), another draw for another.
+    backend), another draw for another. `condition_on_previous_text` prompts windows with the
+    text before them: all of them with `sequential=True`; in batched mode those decoded again
+    (text that stopped early, timestamps that jumped over speech), the only ones whose previous
+    text is known when they are decoded.
     Many short recordings: `transcribe_many` decodes their windows in shared batches.
     """
     return transcribe_many(
@@ -182,7 +194,8 @@ def transcribe_many(
         else:
             with _prompt_gil_handoff(word_timestamps and gpu_available()):
                 _batched(wm, group, options, capture, batch_size or default_batch_size(),
-                         progress, verbose, word_timestamps, float(window_s or 30.0))
+                         progress, verbose, word_timestamps, float(window_s or 30.0),
+                         condition_on_previous_text)
 
     def finish(job: _Job) -> Transcript:
         languages = job.languages
@@ -290,16 +303,18 @@ def _encode(wm: WhisperModel, windows: list[tuple[np.ndarray, int, int]]) -> mx.
 
 
 def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbose,
-             word_timestamps=False, window_s=30.0):
+             word_timestamps=False, window_s=30.0, condition=True):
     """Decode the windows of all `jobs` in batches, filling each job's segments and languages.
     A window whose text ends (end-of-text) more than `TAIL_S` before its end while speech
-    follows is decoded again from where its text stopped, in a later round of batches: the
-    batched counterpart of openai-whisper's seek."""
-    pending = [(job, w) for job in jobs
+    follows, or whose timestamps jump over speech (`_first_skip`), is decoded again from where
+    its text stopped, in a later round of batches: the batched counterpart of openai-whisper's
+    seek. With `condition`, those re-decodes are prompted with the text before them, as
+    openai-whisper's `condition_on_previous_text` prompts every window."""
+    tokenizer = wm.tokenizer(options.language, options.task)
+    prompt = prompt_tokens(tokenizer, options.initial_prompt, wm.dims.n_text_ctx)
+    pending = [(job, w, prompt) for job in jobs
                for w in plan_windows(job.samples, max_s=window_s, search_s=min(5.0, window_s / 4))
                if not is_silent(job.samples[w.start : w.end])]
-    prompt = prompt_tokens(wm.tokenizer(options.language, options.task), options.initial_prompt,
-                           wm.dims.n_text_ctx)
     bar = _progress(len(pending), progress)
     # Host work on what the device decoded -- copying segments' attention into the cache and
     # aligning words (numba, numpy) -- runs in a worker thread as soon as windows are final:
@@ -309,21 +324,31 @@ def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbo
     queued = []
     if word_timestamps:  # the signal refinement's energy envelopes, while the GPU decodes
         queued += [worker.submit(envelope_of, job.samples) for job in jobs[:ENVELOPES_KEPT]]
-    for _round in range(MAX_TAIL_ROUNDS + 1):
+    for round_ in range(MAX_TAIL_ROUNDS + 1):
         tails: list[tuple[_Job, Window]] = []
-        for first in range(0, len(pending), batch_size):
-            batch = pending[first : first + batch_size]
+        for batch, prompts in _batches(pending, batch_size):
             features = _encode(wm, [(job.samples, w.start, w.end) for job, w in batch])
             by_window: dict[int, list[Segment]] = {}
 
-            def accept(rows, results, batch=batch, by_window=by_window):
+            def accept(rows, results, batch=batch, by_window=by_window,
+                       last_round=round_ == MAX_TAIL_ROUNDS):
                 # Windows final after this pass: their segments (and words, in the
                 # worker thread) while the failing windows are decoded again.
                 accepted, cuts = [], []
                 for row, result in zip(rows, results):
                     job, window = batch[row]
+                    window_cuts: list[tuple] = []
                     new = window_segments(wm, window, result, options, job.context,
-                                          len(job.segments), final=True, pending_cuts=cuts)
+                                          len(job.segments), final=True, pending_cuts=window_cuts)
+                    eot = wm.tokenizer(result.language, options.task).eot
+                    skip = None if last_round else _first_skip(new, job.samples, eot)
+                    if skip is not None:
+                        # Drop the segment that jumped over speech and all after it: the
+                        # window is decoded again from there in the next round (below).
+                        new = new[:skip]
+                        kept = {seg.source.key for seg in new}
+                        window_cuts = [cut for cut in window_cuts if cut[1] in kept]
+                    cuts.extend(window_cuts)
                     job.segments.extend(new)
                     by_window[row] = new
                     accepted.extend(new)
@@ -333,7 +358,8 @@ def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbo
                 if word_timestamps and accepted:
                     queued.append(worker.submit(_align_segments, accepted))
 
-            results = decode_with_fallback(wm, features, options, capture=capture, prompt=prompt,
+            results = decode_with_fallback(wm, features, options, capture=capture,
+                                           prompt=prompts,
                                            audio_frames=[_audio_frames(w) for _, w in batch],
                                            on_final=accept, spare_rows=batch_size - len(batch))
             del features
@@ -347,7 +373,8 @@ def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbo
                 bar.update(len(batch))
         if not tails:
             break
-        pending = tails
+        pending = [(job, tail, _previous_text(job, tail, prompt, tokenizer.sot_prev)
+                    if condition else prompt) for job, tail in tails]
         if bar:
             bar.total += len(tails)
     if bar:
@@ -368,16 +395,69 @@ def _align_segments(segments: list[Segment]) -> None:
     align(segments)
 
 
+def _batches(pending: list[tuple[_Job, Window, list[int]]], batch_size: int):
+    """(windows, prompts) of at most `batch_size` rows, in order, each of one prompt length:
+    the rows of a batch share their positions. Batches never depend on prompts' content, so a
+    recording's text does not depend on the recordings beside it."""
+    by_length: dict[int, list[tuple[_Job, Window, list[int]]]] = {}
+    for item in pending:
+        by_length.setdefault(len(item[2]), []).append(item)
+    for items in by_length.values():
+        for first in range(0, len(items), batch_size):
+            chunk = items[first : first + batch_size]
+            yield [(job, w) for job, w, _ in chunk], [p for _, _, p in chunk]
+
+
+def _previous_text(job: _Job, tail: Window, prompt: list[int], sot_prev: int) -> list[int]:
+    """The prompt for a window decoded again: `<|startofprev|>` and the last `PROMPT_TOKENS`
+    tokens decoded before it in its recording (after `prompt`'s own), as openai-whisper
+    conditions on previous text, text from a temperature of 0.5 or more left out as it does.
+    Fewer tokens than that: `prompt` itself (one length for all conditioned rows, so that they
+    share batches; see `_batches`)."""
+    history = list(prompt[1:])
+    for seg in sorted(job.segments, key=lambda seg: seg.source.start_s):
+        if seg.source.end_s > tail.start_s + 1e-6:
+            break
+        if seg["temperature"] >= 0.5:
+            history = []
+        else:
+            history.extend(seg["tokens"])
+    return [sot_prev] + history[-PROMPT_TOKENS:] if len(history) >= PROMPT_TOKENS else prompt
+
+
+def _speech_frames(samples: np.ndarray) -> int:
+    """20 ms frames of `samples` loud enough to be speech (RMS above `SPEECH_RMS`)."""
+    frames = len(samples) // 320
+    rms = np.sqrt(np.square(samples[: frames * 320].reshape(frames, 320), dtype=np.float32).mean(1))
+    return int(np.count_nonzero(rms > SPEECH_RMS))
+
+
+def _first_skip(segments: list[Segment], samples: np.ndarray, eot: int) -> int | None:
+    """Index of the first of a window's `segments` whose decoded span holds at least
+    `SKIP_MIN_SPEECH_S` of speech but fewer than `SKIP_TOKENS_PER_S` text tokens per second
+    of it (a timestamp that jumped past words, e.g. "while the San" over 12 s of a sentence).
+    The window is then decoded again from the decoded end of the segment before it, so a first
+    segment never counts: its re-decode would start where the window did and decode the same
+    again. Text tokens are those below `eot`. None when there is no such segment."""
+    for i, seg in enumerate(segments[1:], 1):
+        span_s = seg.source.end_s - seg.source.start_s
+        text_tokens = sum(1 for t in seg["tokens"] if t < eot)
+        if span_s < SKIP_MIN_SPEECH_S or text_tokens >= SKIP_TOKENS_PER_S * span_s:
+            continue  # cannot hold enough speech for too few tokens: no need to measure it
+        a, b = (int(round(t * SAMPLE_RATE)) for t in (seg.source.start_s, seg.source.end_s))
+        speech_s = _speech_frames(samples[a:b]) * 0.02
+        if speech_s >= SKIP_MIN_SPEECH_S and text_tokens < SKIP_TOKENS_PER_S * speech_s:
+            return i
+    return None
+
+
 def _untranscribed_tail(window: Window, segments: list[Segment], samples: np.ndarray) -> Window | None:
     # the decoded end, not segment["end"]: the worker thread may have refined it already
     covered = segments[-1].source.end_s if segments else window.start_s
     start = int(round(covered * SAMPLE_RATE))
     if window.end - start < TAIL_S * SAMPLE_RATE:
         return None
-    tail = samples[start : window.end]
-    frames = len(tail) // 320
-    rms = np.sqrt(np.square(tail[: frames * 320].reshape(frames, 320), dtype=np.float32).mean(1))
-    if np.count_nonzero(rms > SPEECH_RMS) < MIN_SPEECH_FRAMES:
+    if _speech_frames(samples[start : window.end]) < MIN_SPEECH_FRAMES:
         return None  # silence or near-silence: nothing was missed
     return Window(window.index, start, window.end)
 

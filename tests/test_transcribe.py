@@ -14,7 +14,9 @@ import lightning_align as la
 from lightning_align.backend import mx
 from lightning_align.capture import ForcedProbe
 from lightning_align.decoding import (LOOP_MIN_TOKENS, DecodingOptions, bound_to_fail,
-                                      decode_batch, decode_with_fallback, repeated_words)
+                                      decode_batch, decode_with_fallback, prompt_tokens,
+                                      repeated_words)
+from lightning_align.errors import DecodingError
 from lightning_align.mel import log_mel_batch, log_mel_window
 from lightning_align.model import DecoderState
 from lightning_align.synth import long_speech as generate_long_speech
@@ -158,12 +160,18 @@ def test_cross_attention_layouts_agree(model, short_speech, monkeypatch):
                                np.asarray(fused.attention, np.float32), atol=2e-2)
 
 
-def test_captured_scores_equal_a_forced_pass(model, short_speech):
+@pytest.mark.parametrize("prompt", [None, "The lighthouse keeper's log."])
+def test_captured_scores_equal_a_forced_pass(model, short_speech, prompt):
     """The scores computed from the steps' queries when the batch is collected equal those of
     one forced decoder pass over the same tokens (every position's q.k at once), less each
-    row's maximum, within float16's rounding; the boxes segments cut are exact slices of them."""
+    row's maximum, within float16's rounding; the boxes segments cut are exact slices of them.
+    Behind a prompt too (windows decoded again are prompted with the text before them)."""
     features = model.model.embed_audio(mx.array(log_mel_window(short_speech.audio, 80)[None]))
-    result = decode_batch(model, features, DecodingOptions(temperatures=(0.0,)), capture=True)[0]
+    prompt = prompt_tokens(model.tokenizer(), prompt, model.dims.n_text_ctx)
+    result = decode_batch(model, features, DecodingOptions(temperatures=(0.0,)), capture=True,
+                          prompt=prompt)[0]
+    assert result.initial_tokens[: len(prompt)] == tuple(prompt)
+    assert len(result.initial_tokens) == len(prompt) + len(model.tokenizer().sot_sequence)
     tokens = list(result.initial_tokens) + list(result.tokens)
     probe = ForcedProbe(model.captured_heads)
     state = DecoderState(model.model.decoder, features, probe.layers)
@@ -294,6 +302,116 @@ def test_untranscribed_tail_uses_the_decoded_end(short_speech):
     assert _untranscribed_tail(window, [seg], samples) is None
     seg.source = SegmentSource(None, 0, 0.0, window.end_s, (), 0.0, end_s - 3 * TAIL_S, 0.0)
     assert _untranscribed_tail(window, [seg], samples) is not None  # speech after a decoded end
+
+
+def _segment(text_tokens: int, start_s: float, end_s: float, temperature: float = 0.0):
+    from lightning_align.transcript import Segment, SegmentSource
+
+    tokens = [50363 + int(start_s * 50)] + list(range(100, 100 + text_tokens)) + [50363 + int(end_s * 50)]
+    return Segment(start=start_s, end=end_s, text=" x" * text_tokens, tokens=tokens,
+                   temperature=temperature,
+                   source=SegmentSource(None, 0, 0.0, 30.0, (), start_s, end_s, 0.0))
+
+
+def test_first_skip_finds_a_timestamp_that_jumped_over_speech(short_speech):
+    """A segment over >= 4 s of speech with < 1 text token per second of it skipped words; a
+    window's first segment never counts (decoded again, it would start where it did)."""
+    from lightning_align.transcribe import SKIP_MIN_SPEECH_S, _first_skip, _speech_frames
+
+    samples = short_speech.audio
+    duration = len(samples) / 16000
+    speech_s = _speech_frames(samples[16000:]) * 0.02
+    assert speech_s >= SKIP_MIN_SPEECH_S  # the fixture is speech from 1 s to its end
+    first = _segment(8, 0.0, 1.0)
+    jumped = _segment(3, 1.0, duration)  # "while the San" over the rest of the clip
+    assert _first_skip([first, jumped], samples, eot=50256) == 1
+    assert _first_skip([jumped], samples, eot=50256) is None
+    assert _first_skip([first, _segment(int(speech_s) + 1, 1.0, duration)], samples, eot=50256) is None
+    quiet = np.zeros_like(samples)  # a long segment over silence skipped nothing
+    assert _first_skip([first, jumped], quiet, eot=50256) is None
+
+
+def test_previous_text_prompts_each_window_decoded_again(monkeypatch):
+    """A re-decoded window is prompted with the last PROMPT_TOKENS tokens before it in its
+    recording (after the initial prompt's), text from temperature >= 0.5 dropped as
+    openai-whisper drops it; with fewer, the plain prompt. Batches hold one prompt length and
+    never depend on the prompts' content."""
+    tr = importlib.import_module("lightning_align.transcribe")
+    from lightning_align.windows import Window
+
+    monkeypatch.setattr(tr, "PROMPT_TOKENS", 6)
+    a, b = tr._Job(np.zeros(0, np.float32), None), tr._Job(np.zeros(0, np.float32), None)
+    a.segments = [_segment(3, 2.0, 4.0), _segment(2, 0.0, 2.0), _segment(4, 5.0, 9.0)]
+    b.segments = [_segment(9, 0.0, 3.0), _segment(1, 3.0, 5.0, temperature=0.6), _segment(2, 5.0, 6.0)]
+    prompt = [50360, 7, 8]  # <|startofprev|> and an initial prompt's two tokens
+    tail_a, tail_b = Window(0, 4 * 16000, 30 * 16000), Window(0, 6 * 16000, 30 * 16000)
+    history_a = [7, 8] + a.segments[1]["tokens"] + a.segments[0]["tokens"]  # in time order
+    assert tr._previous_text(a, tail_a, prompt, 50360) == [50360] + history_a[-6:]
+    # b: only the 4 tokens after the sampled segment count, fewer than 6: the plain prompt.
+    assert tr._previous_text(b, tail_b, prompt, 50360) == prompt
+    monkeypatch.setattr(tr, "PROMPT_TOKENS", 4)
+    assert tr._previous_text(b, tail_b, prompt, 50360) == [50360] + b.segments[2]["tokens"]
+
+    items = [(a, tail_a, [1] * 7), (b, tail_b, prompt), (a, tail_b, [2] * 7), (b, tail_a, [3] * 7)]
+    batches = list(tr._batches(items, batch_size=2))
+    assert [[len(p) for p in prompts] for _, prompts in batches] == [[7, 7], [7], [3]]
+    assert [w for windows, _ in batches for _, w in windows] == [tail_a, tail_b, tail_a, tail_b]
+
+
+def test_per_row_prompts_equal_one_row_at_a_time(model, short_speech):
+    """Rows of one batch, each with its own prompt, decode as each would alone with it."""
+    tok = model.tokenizer()
+    prompts = [prompt_tokens(tok, "Lighthouse keeper's log, Tuesday.", model.dims.n_text_ctx),
+               prompt_tokens(tok, "The weather report for the coast.", model.dims.n_text_ctx)]
+    n = min(map(len, prompts))
+    prompts = [[p[0]] + p[len(p) - n + 1:] for p in prompts]
+    mel = log_mel_window(short_speech.audio, model.dims.n_mels)
+    features = model.model.embed_audio(mx.array(np.stack([mel, mel])))
+    options = DecodingOptions(language="en")
+    together = decode_batch(model, features, options, prompt=prompts)
+    for row, prompt in enumerate(prompts):
+        alone = decode_batch(model, features[row : row + 1], options, prompt=prompt)[0]
+        assert together[row].tokens == alone.tokens
+        assert together[row].initial_tokens[: len(prompt)] == tuple(prompt)
+    assert together[0].tokens != together[1].tokens or together[0].initial_tokens != together[1].initial_tokens
+    with pytest.raises(DecodingError, match="all of one length"):
+        decode_batch(model, features, options, prompt=[prompts[0], prompts[1][1:]])
+
+
+def test_a_window_whose_timestamps_jump_is_decoded_again(model, long_speech, long_transcript,
+                                                         monkeypatch):
+    """A window's segments from the one that skipped speech on are dropped and the window is
+    decoded again from there, prompted with the text before it; the words stay aligned (the
+    dropped segments' attention never reaches the cache under a kept segment's key)."""
+    tr = importlib.import_module("lightning_align.transcribe")
+    flagged, prompted = [], []
+    real_skip, real_decode = tr._first_skip, tr.decode_with_fallback
+
+    def skip_once(segments, samples, eot):
+        if not flagged and len(segments) >= 3:
+            flagged.append(segments[1].source.start_s)
+            return 1
+        return real_skip(segments, samples, eot)
+
+    def decode(*args, prompt=None, **kwargs):
+        prompted.append(prompt)
+        return real_decode(*args, prompt=prompt, **kwargs)
+
+    monkeypatch.setattr(tr, "_first_skip", skip_once)
+    monkeypatch.setattr(tr, "decode_with_fallback", decode)
+    redone = la.transcribe(long_speech.audio, model=model, batch_size=4, word_timestamps=True)
+    assert flagged and len(prompted) >= 2
+    assert all(len(p) > 1 and p[0] == model.tokenizer().sot_prev for p in prompted[-1])
+    starts = [s["start"] for s in redone["segments"]]
+    assert starts == sorted(starts) and any(abs(s - flagged[0]) < 0.5 for s in starts)
+    # Nothing lost or said twice: the re-decoded text differs only where tiny.en hears a word
+    # differently with a prompt and from another start (a few words of 110 here).
+    assert abs(len(redone["text"].split()) - len(long_transcript["text"].split())) <= 3
+    assert word_error_rate(long_speech.text, redone["text"]) <= \
+        word_error_rate(long_speech.text, long_transcript["text"]) + 0.06
+    for seg in redone["segments"]:
+        assert seg["words"] and seg["words"][0]["start"] >= seg["start"] - 1e-6
+        assert "".join(w["word"] for w in seg["words"]).strip() == seg["text"].strip()
 
 
 def test_window_cap(model, long_speech):
