@@ -24,10 +24,10 @@ if [ -n "${BREAK-1}" ]; then  # BREAK= (empty) skips the breakdown
   done
 fi
 for tile in ${TILE:-1 4}; do
-  [ "$tile" != 1 ] && refarg=()  # WER is a quadratic edit distance: minutes on tiled text
+  tilearg=("${refarg[@]}"); [ "$tile" != 1 ] && tilearg=()  # WER is a quadratic edit distance: minutes on tiled text
   python3 -m bench.throughput "$audio" --tile "$tile" --systems "${LIGHTNING:-lightning,lightning+capture,lightning+words}" \
       --batch-sizes "${BATCHES:-64}" --window-s "${WINDOWS:-30,auto}" --repeat "${REPEAT:-1}" ${INTERLEAVE:+--interleave} ${VARY_SEED:+--vary-seed} \
-      "${refarg[@]}" --out "$OUT/gpu.jsonl" 2>&1 | cut -c1-200
+      "${tilearg[@]}" --out "$OUT/gpu.jsonl" 2>&1 | cut -c1-200
 done
 [ -n "${PEERS-mlx-whisper,mlx-whisper+words}" ] && python3 -m bench.throughput "$audio" \
     --systems "${PEERS:-mlx-whisper,mlx-whisper+words},lightning,lightning+words" --batch-sizes 64 \
