@@ -32,7 +32,7 @@ SPEECH_RMS = 0.01  # 20 ms frames above -40 dBFS count as possible speech
 MIN_SPEECH_FRAMES = 10
 # A segment over this much speech (s) with fewer text tokens per second of it than this has
 # skipped speech: its closing timestamp jumped past words it never wrote (speech carries
-# 2-5 tokens per second; the skips seen have 0.5).
+# 2-5 tokens per second; the one jump found in five 7.5 min recordings had 0.5).
 SKIP_MIN_SPEECH_S = 4.0
 SKIP_TOKENS_PER_S = 1.0
 # Tokens of previous text that prompt a window decoded again (openai-whisper: up to 223). On
@@ -436,9 +436,10 @@ def _first_skip(segments: list[Segment], samples: np.ndarray, eot: int) -> int |
     """Index of the first of a window's `segments` whose decoded span holds at least
     `SKIP_MIN_SPEECH_S` of speech but fewer than `SKIP_TOKENS_PER_S` text tokens per second
     of it (a timestamp that jumped past words, e.g. "while the San" over 12 s of a sentence).
-    The window is then decoded again from the decoded end of the segment before it, so a first
-    segment never counts: its re-decode would start where the window did and decode the same
-    again. Text tokens are those below `eot`. None when there is no such segment."""
+    The window is then decoded again from the decoded end of the segment before it; a first
+    segment never counts, so that no window is decoded again from its own start (without a
+    prompt, the same input gives the same text). Text tokens are those below `eot`. None when
+    there is no such segment."""
     for i, seg in enumerate(segments[1:], 1):
         span_s = seg.source.end_s - seg.source.start_s
         text_tokens = sum(1 for t in seg["tokens"] if t < eot)
