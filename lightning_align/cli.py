@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the samples drawn at fallback temperatures (default: 0)")
     t.add_argument("--sequential", action="store_true",
                    help="decode one window at a time as openai-whisper does (slower)")
+    t.add_argument("--condition-on-previous-text", action=argparse.BooleanOptionalAction,
+                   default=True, help="prompt windows with the text before them: every window "
+                   "with --sequential, the windows decoded again otherwise (default on)")
     t.add_argument("--highlight-words", action="store_true", help="karaoke-style subtitles")
     t.add_argument("--max-line-width", type=int, default=None)
     t.add_argument("--max-line-count", type=int, default=None)
@@ -129,6 +132,7 @@ def _transcribe_chunk(chunk: list[tuple[str, str]], model, args: argparse.Namesp
         paths, names=paths, model=model, batch_size=args.batch_size,
         word_timestamps=args.word_timestamps, language=args.language, task=args.task,
         initial_prompt=args.initial_prompt, seed=args.seed, sequential=args.sequential,
+        condition_on_previous_text=args.condition_on_previous_text,
         verbose=args.verbose, progress=not args.quiet, return_exceptions=True)
     took = time.perf_counter() - started
     total = sum(r.context.duration_s for r in results if not isinstance(r, Exception)) or 1.0

@@ -85,6 +85,19 @@ def test_all_good_exits_zero(inputs, tmp_path, capsys, model):
     assert failed_lines(capsys.readouterr().err) == []
 
 
+@pytest.mark.parametrize("flag, expected", [([], True), (["--no-condition-on-previous-text"], False)])
+def test_condition_on_previous_text_reaches_the_decoder(inputs, tmp_path, monkeypatch, flag, expected):
+    seen = {}
+
+    def fake(paths, **kwargs):
+        seen.update(kwargs)
+        return [ValueError("not decoded in this test")] * len(paths)
+
+    monkeypatch.setattr(la, "transcribe_many", fake)
+    main(["transcribe", str(inputs["good"]), "-o", str(tmp_path), "-q"] + flag)
+    assert seen["condition_on_previous_text"] is expected
+
+
 def test_unwritable_output_dir_fails_each_file(inputs, tmp_path, capsys, model):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the output directory should be")

@@ -373,7 +373,6 @@ def test_per_row_prompts_equal_one_row_at_a_time(model, short_speech):
         alone = decode_batch(model, features[row : row + 1], options, prompt=prompt)[0]
         assert together[row].tokens == alone.tokens
         assert together[row].initial_tokens[: len(prompt)] == tuple(prompt)
-    assert together[0].tokens != together[1].tokens or together[0].initial_tokens != together[1].initial_tokens
     with pytest.raises(DecodingError, match="all of one length"):
         decode_batch(model, features, options, prompt=[prompts[0], prompts[1][1:]])
 
