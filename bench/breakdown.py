@@ -1,6 +1,8 @@
 """Where the time of one `transcribe` goes: mel, encoder, decoding, segments, alignment.
 
     python -m bench.breakdown AUDIO.npy [--batch-size B] [--tile N] [--window-s S]
+
+"decode round N": decoding time of each round of `transcribe._batched` (0: every window).
 """
 
 from __future__ import annotations
@@ -59,8 +61,21 @@ def main(argv=None) -> int:
             return original_batch(*a, temperature=temperature, **k)
     decoding.decode_batch = decode_batch
 
+    # Rounds: the first decodes every window; each later one the windows decoded again (text
+    # that stopped early, timestamps that jumped), which wait for the round before.
+    round_no = [-1]
+    original_batches, original_decode = tr._batches, tr.decode_with_fallback
+
+    def batches(*a, **k):
+        round_no[0] += 1
+        yield from original_batches(*a, **k)
+
+    def decode_with_fallback(*a, **k):
+        with timed("decode"), timed(f"decode round {round_no[0]}"):
+            return original_decode(*a, **k)
+    tr._batches, tr.decode_with_fallback = batches, decode_with_fallback
+
     wrap(tr, "log_mel_window", "mel")
-    wrap(tr, "decode_with_fallback", "decode")
     wrap(tr, "window_segments", "segments+capture finalize")
     wrap(decoding, "select_tokens", "token selection (host)")
     wrap(align_mod, "_solve", "align: matrix+dtw+words")
@@ -76,6 +91,7 @@ def main(argv=None) -> int:
         la.transcribe(samples, model=wm, batch_size=args.batch_size, word_timestamps=words,
                       window_s=args.window_s)
         totals.clear()
+        round_no[0] = -1
         t = time.perf_counter()
         result = la.transcribe(samples, model=wm, batch_size=args.batch_size, word_timestamps=words,
                                keep_attention=words, window_s=args.window_s)
