@@ -21,7 +21,7 @@ from .mel import CHUNK_SAMPLES, TOKENS_PER_SECOND, log_mel_batch, log_mel_window
 from .models import WhisperModel, load_model
 from .refine import ENVELOPES_KEPT, envelope_of
 from .transcript import Segment, SegmentSource, Transcript, TranscriptContext
-from .windows import Window, is_silent, plan_windows
+from .windows import Window, frame_power, is_silent, plan_windows
 
 log = logging.getLogger("lightning_align")
 
@@ -340,8 +340,8 @@ def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbo
                     window_cuts: list[tuple] = []
                     new = window_segments(wm, window, result, options, job.context,
                                           len(job.segments), final=True, pending_cuts=window_cuts)
-                    eot = wm.tokenizer(result.language, options.task).eot
-                    skip = None if last_round else _first_skip(new, job.samples, eot)
+                    skip = None if last_round else _first_skip(
+                        new, job.samples, wm.tokenizer(result.language, options.task).eot)
                     if skip is not None:
                         # Drop the segment that jumped over speech and all after it: the
                         # window is decoded again from there in the next round (below).
@@ -427,9 +427,7 @@ def _previous_text(job: _Job, tail: Window, prompt: list[int], sot_prev: int) ->
 
 def _speech_frames(samples: np.ndarray) -> int:
     """20 ms frames of `samples` loud enough to be speech (RMS above `SPEECH_RMS`)."""
-    frames = len(samples) // 320
-    rms = np.sqrt(np.square(samples[: frames * 320].reshape(frames, 320), dtype=np.float32).mean(1))
-    return int(np.count_nonzero(rms > SPEECH_RMS))
+    return int(np.count_nonzero(np.sqrt(frame_power(samples)) > SPEECH_RMS))
 
 
 def _first_skip(segments: list[Segment], samples: np.ndarray, eot: int) -> int | None:

@@ -69,11 +69,15 @@ def plan_windows(audio: np.ndarray, *, max_s: float = 30.0, search_s: float = 5.
 SILENCE_RMS = 1e-3  # -60 dBFS: no 20 ms frame louder than this means nothing to transcribe
 
 
+def frame_power(samples: np.ndarray) -> np.ndarray:
+    """Mean square of each whole 20 ms frame (320 samples) of `samples`; a shorter tail is left out."""
+    frames = len(samples) // 320
+    return np.square(samples[: frames * 320].reshape(frames, 320), dtype=np.float32).mean(1)
+
+
 def is_silent(samples: np.ndarray) -> bool:
     """True when no 20 ms frame of `samples` rises above -60 dBFS. Whisper invents words
     ("you", "Thank you.") for digital silence; such windows are not decoded at all."""
-    frames = len(samples) // 320
-    if frames == 0:
+    if len(samples) < 320:
         return float(np.abs(samples).max(initial=0.0)) < SILENCE_RMS
-    power = np.square(samples[: frames * 320].reshape(frames, 320), dtype=np.float32).mean(1)
-    return float(power.max()) < SILENCE_RMS**2
+    return float(frame_power(samples).max()) < SILENCE_RMS**2
