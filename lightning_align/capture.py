@@ -80,6 +80,19 @@ class AttentionProbe:
         self._pending.clear()
         return [queries]
 
+    def add_rows(self, keys: dict[int, mx.array], frames: np.ndarray | None) -> None:
+        """Rows that joined the batch after its first step (`DecoderState.append`), numbered on
+        from the rows before them: their keys per probed layer (n, heads, D, frames) and audio
+        frames (n,) (None: all)."""
+        first = self._keys[self._order[0]]
+        n_old, n_new, width = first.shape[0], keys[self._order[0]].shape[0], first.shape[-1]
+        for layer in self._order:
+            self._keys[layer] = mx.concatenate([self._keys[layer], keys[layer]])
+        if self.frames is not None or frames is not None:
+            old = self.frames if self.frames is not None else np.full(n_old, width, np.int32)
+            new = np.asarray(frames, np.int32) if frames is not None else np.full(n_new, width, np.int32)
+            self.frames = np.concatenate([old, new])
+
     def open(self, batch: int, offset: int, steps: int, dtype: mx.Dtype) -> None:
         """Start buffers for the compiled steps (`CompiledStep`) to write their query
         projections into: `batch` rows, at most `steps` steps, the first at token position

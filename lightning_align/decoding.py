@@ -14,6 +14,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 
@@ -308,6 +309,26 @@ def compiled_step(wm: WhisperModel, probe_layers: dict | None) -> CompiledStep:
     return held[1]
 
 
+@dataclass(eq=False)
+class JoinRow:
+    """A window to decode in the rows of a pass already under way (see `decode_batch`'s
+    `join`): its audio features (1, frames, C), the tokens before its start sequence
+    (`<|startofprev|>` and previous text, or none), its language, and its 20 ms frames that
+    hold audio (None: all). `result` is set when the pass ends; it stays None when the row ran
+    out of steps before its end-of-text (its text may be cut short)."""
+
+    features: mx.array
+    prompt: list[int]
+    language: str
+    audio_frames: int | None = None
+    result: WindowResult | None = None
+
+
+# Steps a pass must have left for a row to join it: fewer, and the joined row would likely be
+# cut short (and decoded again anyway).
+JOIN_MIN_STEPS = 24
+
+
 def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions, *,
                  temperature: float | Sequence[float] = 0.0, capture: bool = False,
                  languages: list[str] | None = None,
@@ -315,7 +336,9 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
                  rng: np.random.Generator | None = None,
                  audio_frames: np.ndarray | None = None,
                  rungs: Sequence[tuple[int, int]] | None = None,
-                 stop_failed: bool = False) -> list[WindowResult]:
+                 stop_failed: bool = False,
+                 join: Callable[[int, WindowResult, int], JoinRow | None] | None = None,
+                 ) -> list[WindowResult]:
     """Decode a batch of windows' audio features (B, 1500, C) at one temperature, or at one per
     row (a sequence of B temperatures; rows at 0 are greedy).
 
@@ -331,13 +354,22 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     and failing, so a looping row does not hold up the batch for the rest of its `sample_len`
     steps. `prompt`: the `<|startofprev|>` block (tokens) before each row's start sequence, one
     for all rows or one per row, all of one length. Tokens are chosen where
-    `options.token_choice` says."""
+    `options.token_choice` says.
+
+    `join(row, result, offset)`, where tokens are chosen on the device: hears of each row at
+    temperature 0 that reached its end-of-text, with its result (no attention yet), while the
+    pass goes on; it may answer with a `JoinRow`, a window to decode in the pass's rows from
+    then on (e.g. the rest of a window whose text stopped early). Its prompt and start sequence
+    are decoded at once, to end at the pass's token position `offset` (a longer prompt loses
+    its oldest tokens), and the row then takes steps with the others, its positions counted
+    from its own start: its tokens are those it would get decoded alone. Joined rows' results
+    are left in their `JoinRow`s, not returned; a step is only as dear as its slowest row on a
+    GPU, so they cost little beside a later pass of their own."""
     n_rows = features.shape[0]
     dims = wm.dims
     row_temperature = np.broadcast_to(np.asarray(temperature, np.float64), (n_rows,))
     temps = row_temperature.astype(np.float32)  # what the kernels draw with
-    if languages is None:
-        languages = [options.language or "en"] * n_rows
+    languages = [options.language or "en"] * n_rows if languages is None else list(languages)
     tokenizers = [wm.tokenizer(lang if wm.is_multilingual else None, options.task) for lang in languages]
     tok = tokenizers[0]
     prompts = row_prompts(prompt, n_rows)
@@ -346,6 +378,7 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
         seq = list(t.sot_sequence_including_notimestamps if options.without_timestamps else t.sot_sequence)
         sot_rows.append(row_prompt + seq)
     initial = np.array(sot_rows, np.int32)
+    initial_rows = [tuple(int(t) for t in row) for row in initial]
     sot_index = len(prompts[0]) if prompts else 0
     sample_len = options.sample_len or dims.n_text_ctx // 2
     sample_len = min(sample_len, dims.n_text_ctx - initial.shape[1])
@@ -369,7 +402,7 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
             avg_logprob=float(lps.sum() / (len(sampled) + 1)),
             no_speech_prob=float(no_speech[row]), compression_ratio=compression_ratio(text),
             temperature=float(row_temperature[row]), language=languages[row],
-            initial_tokens=tuple(int(t) for t in initial[row]),
+            initial_tokens=initial_rows[row],
             repeated_words=repeated_words(sampled, tok.timestamp_begin, tok.decode))
 
     def passed(rows: np.ndarray) -> np.ndarray:
@@ -381,14 +414,75 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
         return np.array([bound_to_fail(so_far[r][0], options, tok.eot, tok.timestamp_begin,
                                        tok.decode) for r in rows], bool)
 
+    joined: list[tuple[int, JoinRow]] = []  # (row id, what joined there)
+    offered: set[int] = set()
+
+    def joining(ended: np.ndarray, offset: int, steps_left: int) -> list[_Joined]:
+        """Offer the rows in `ended` (ids; not alive) that were not offered yet to `join`;
+        decode the prompt and start sequence of the windows it asks for, to end at position
+        `offset`. -> the new rows, in groups of one prompt length."""
+        nonlocal row_temperature, no_speech
+        fresh = [r for r in ended.tolist() if r not in offered]
+        offered.update(fresh)
+        fresh = [r for r in fresh if r < n_rows and row_temperature[r] == 0
+                 and not (stops is not None and stops.stopped[r])]
+        if not fresh or steps_left < JOIN_MIN_STEPS:
+            return []
+        so_far = tokens.so_far()
+        asks = []
+        for r in fresh:
+            sampled, lps = so_far[r]
+            if sampled and sampled[-1] == tok.eot:  # ended, not cut short
+                ask = join(r, result(r, sampled, lps), offset)
+                if ask is not None:
+                    asks.append(ask)
+        by_length: dict[int, list[tuple[JoinRow, list[int], int]]] = {}
+        for ask in asks:
+            t = wm.tokenizer(ask.language if wm.is_multilingual else None, options.task)
+            seq = list(t.sot_sequence_including_notimestamps if options.without_timestamps
+                       else t.sot_sequence)
+            room = offset - len(seq)  # prompt tokens that fit before `offset`
+            kept = (ask.prompt if len(ask.prompt) <= room
+                    else [ask.prompt[0]] + ask.prompt[len(ask.prompt) - room + 1:] if room >= 2 else [])
+            by_length.setdefault(len(kept) + len(seq), []).append((ask, kept + seq, len(kept)))
+        groups = []
+        for group in by_length.values():
+            ids = np.arange(tokens.n_rows, tokens.n_rows + len(group))
+            new = DecoderState(wm.model.decoder, mx.concatenate([a.features for a, _, _ in group]),
+                               probe.layers if probe else None)
+            logits = wm.model.decoder.step(mx.array([seq for _, seq, _ in group], dtype=mx.int32),
+                                           new, probe, positions=(group[0][2], -1))
+            pending = [logits] + (probe.end_step(ids) if probe else [])
+            if probe:
+                probe.add_rows(new.probe_keys, np.array(
+                    [dims.n_audio_ctx if a.audio_frames is None else a.audio_frames
+                     for a, _, _ in group], np.int32))
+            mx.eval(*pending)
+            host = np.asarray(logits)
+            n = len(group)
+            rules_new = _TimestampRules(n, tok, vocab, options, tok.encode(" ")[0])
+            first, first_lp = np.empty(n, np.int32), np.empty(n, np.float32)
+            _choose_on_host(np.ascontiguousarray(host[:, 1, :]), suppress, rules_new, tok,
+                            np.zeros(n, np.float32), rng, first, first_lp)
+            tokens.n_rows += n
+            tokens.add(ids, np.ones(n, bool), first, first_lp)
+            rules_new.advance(first)
+            row_temperature = np.concatenate([row_temperature, np.zeros(n)])
+            no_speech = np.concatenate([no_speech, _no_speech(host[:, 0, :], tok)])
+            languages.extend(a.language for a, _, _ in group)
+            initial_rows.extend(tuple(seq) for _, seq, _ in group)
+            joined.extend(zip(ids.tolist(), (a for a, _, _ in group)))
+            if stops is not None:
+                stops.extend(n)
+            groups.append(_Joined(ids, new, first, first != tok.eot, rules_new.arrays()))
+        return groups
+
     with wm.lock:
         logits = wm.model.decoder.step(mx.array(initial), state, probe, positions=(sot_index, -1))
         pending = [logits] + (probe.end_step(np.arange(n_rows)) if probe else [])
         mx.eval(*pending)
         host = np.asarray(logits)
-        at_sot = host[:, 0, :]
-        p = np.exp(at_sot - at_sot.max(-1, keepdims=True))
-        no_speech = (p[:, tok.no_speech] / p.sum(-1)) if tok.no_speech is not None else np.zeros(n_rows)
+        no_speech = _no_speech(host[:, 0, :], tok)
         stoppable = None
         if stop_failed and (options.repeat_min_words is not None
                             or options.compression_ratio_threshold is not None):
@@ -399,23 +493,58 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
                 stoppable &= no_speech <= options.no_speech_threshold
         stops = (_Stops(n_rows, rungs, passed, stoppable, doomed)
                  if rungs is not None or stoppable is not None else None)
-        loop = _steps_on_device if options.tokens_on_device() else _steps_on_host
-        loop(step_fn, state, probe, rules, tokens, np.ascontiguousarray(host[:, 1, :]), suppress,
-             tok, temps, rng, sample_len, stops)
+        first_logits = np.ascontiguousarray(host[:, 1, :])
+        if options.tokens_on_device():
+            _steps_on_device(step_fn, state, probe, rules, tokens, first_logits, suppress, tok,
+                             temps, rng, sample_len, stops, joining if join else None)
+        else:
+            _steps_on_host(step_fn, state, probe, rules, tokens, first_logits, suppress, tok,
+                           temps, rng, sample_len, stops)
 
-    results = [result(row, *tokens.of(row)) for row in range(n_rows)]
-    if not probe:
-        return results
-    # No attention for the attempts above one of their window that passed: never used.
+    n_total = tokens.n_rows
+    results = [result(row, *tokens.of(row)) for row in range(n_total)]
+    if probe:
+        results = _with_attention(results, probe, stops if rungs is not None else None, options)
+    for row, ask in joined:
+        ended = tokens.of(row)[0][-1:] == [tok.eot]
+        ask.result = results[row] if ended else None
+    return results[:n_rows]
+
+
+def _no_speech(at_sot: np.ndarray, tok) -> np.ndarray:
+    """Probability of <|nospeech|> at the start-of-transcript position, per row (logits (B, V))."""
+    if tok.no_speech is None:
+        return np.zeros(len(at_sot))
+    p = np.exp(at_sot - at_sot.max(-1, keepdims=True))
+    return p[:, tok.no_speech] / p.sum(-1)
+
+
+@dataclass
+class _Joined:
+    """Rows that join a pass (`decode_batch`'s `join`): their ids, decoder state with the
+    prompt and start sequence decoded, first tokens, whether those left them alive, and their
+    timestamp rules' state (`RULE_FIELDS` order)."""
+
+    ids: np.ndarray
+    state: DecoderState
+    first: np.ndarray
+    alive: np.ndarray
+    rules: tuple[np.ndarray, ...]
+
+
+def _with_attention(results: list[WindowResult], probe: AttentionProbe, stops: "_Stops | None",
+                    options: DecodingOptions) -> list[WindowResult]:
+    """`results` with each row's captured attention; given the `stops` of a pass with rungs,
+    none for the attempts above one of their window that passed: never used."""
     unused = None
-    if rungs is not None:
+    if stops is not None:
         window, rung = stops.window, stops.rung
         first_pass = {}
         for row in np.argsort(rung, kind="stable"):
             if window[row] not in first_pass and not results[row].needs_fallback(options):
                 first_pass[window[row]] = rung[row]
-        unused = np.array([rung[r] > first_pass.get(window[r], rung[r]) for r in range(n_rows)])
-    attention, norms = probe.per_row(n_rows, unused)
+        unused = np.array([rung[r] > first_pass.get(window[r], rung[r]) for r in range(len(results))])
+    attention, norms = probe.per_row(len(results), unused)
     return [replace(r, attention=a, log_norm=n) for r, a, n in zip(results, attention, norms)]
 
 
@@ -442,6 +571,15 @@ class _Stops:
         self.stopped = np.zeros(n_rows, bool)
         self.next = 0
         self.steps = 0
+
+    def extend(self, n: int) -> None:
+        """`n` rows joined the pass: windows of their own, below every rung (never judged with
+        one), not stoppable."""
+        first = int(self.window.max(initial=-1)) + 1
+        self.window = np.concatenate([self.window, np.arange(first, first + n)])
+        self.rung = np.concatenate([self.rung, np.full(n, -1)])
+        self.stoppable = np.concatenate([self.stoppable, np.zeros(n, bool)])
+        self.stopped = np.concatenate([self.stopped, np.zeros(n, bool)])
 
     def update(self, rows: np.ndarray, alive: np.ndarray) -> np.ndarray:
         """After a step: `rows` (original ids) are the batch's rows and `alive` theirs; rows not
@@ -555,13 +693,14 @@ LOOKAHEAD_STEPS = 2  # steps queued on the device ahead of the one the host read
 
 
 def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, tok, temps,
-                     rng, sample_len, stops=None) -> None:
+                     rng, sample_len, stops=None, joining=None) -> None:
     """Decoding with token choice (greedy or sampled) and rule updates inside the compiled step.
 
     The host queues `LOOKAHEAD_STEPS` steps ahead (MLX evaluates them asynchronously) and reads
     back only each step's alive mask, to stop and to shrink the batch; chosen tokens stay on the
     device until the end. While the device runs a step, the host builds the next, so a step's
-    cost is the device's time, not device + host + a round trip."""
+    cost is the device's time, not device + host + a round trip. `joining(ended ids, offset,
+    steps left)` (see `decode_batch`) may add rows as others end."""
     n_rows = step_logits.shape[0]
     first = np.empty(n_rows, np.int32)
     first_lp = np.empty(n_rows, np.float32)
@@ -615,6 +754,30 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
         if not queue:
             break
         alive = read_oldest(alive)
+        if joining is not None and not alive.all():
+            joins = joining(rows[~alive], state.offset, sample_len - issued)
+            if joins:
+                # The new rows' prompts end at the next step's position: read the queued steps
+                # (their rows may end too, and join as well), then keep the rows still alive.
+                while queue:
+                    alive = read_oldest(alive)
+                joins += joining(rows[~alive], state.offset, sample_len - issued)
+                keep_mx = mx.array(np.flatnonzero(alive))
+                state.select(keep_mx)
+                for part in joins:
+                    state.append(part.state)
+                carry = (mx.concatenate([carry[0][keep_mx]] + [mx.array(p.first) for p in joins]),
+                         mx.concatenate([carry[1][keep_mx]] + [mx.array(p.alive) for p in joins]),
+                         tuple(mx.concatenate([a[keep_mx]] + [mx.array(p.rules[i]) for p in joins])
+                               for i, a in enumerate(carry[2])),
+                         carry[3], carry[4])
+                temps_mx = mx.concatenate([temps_mx[keep_mx]]
+                                          + [mx.zeros(len(p.ids), mx.float32) for p in joins])
+                rows = np.concatenate([rows[alive]] + [p.ids for p in joins])
+                alive = np.concatenate([alive[alive]] + [p.alive for p in joins])
+                if probe:
+                    probe.open(len(rows), state.offset, sample_len - issued, state.dtype)
+                continue
         if alive.any() and alive.sum() <= len(rows) // 2:
             # Shrink: read the queued steps first (they ran on the full batch), then keep the
             # rows still alive after the last of them.
@@ -640,19 +803,28 @@ def best_attempt(attempts: list[WindowResult], options: DecodingOptions) -> Wind
     return max(plain or attempts, key=lambda a: a.avg_logprob)
 
 
+def _join_first_attempts(join, window: np.ndarray, rung: np.ndarray, row: int,
+                         result: WindowResult, offset: int) -> JoinRow | None:
+    """`decode_batch`'s `join` for a pass of windows x rungs: only a window's lowest rung asks."""
+    return join(int(window[row]), result, offset) if rung[row] == 0 else None
+
+
 def decode_with_fallback(wm: WhisperModel, features: mx.array, options: DecodingOptions, *,
                          capture: bool = False,
                          prompt: Sequence[int] | Sequence[Sequence[int]] | None = None,
                          audio_frames: np.ndarray | None = None,
                          on_final: Callable[[list[int], list[WindowResult]], None] | None = None,
-                         spare_rows: int = 0) -> list[WindowResult]:
+                         spare_rows: int = 0,
+                         join: Callable[[int, WindowResult, int], JoinRow | None] | None = None,
+                         ) -> list[WindowResult]:
     """Decode a batch of windows; re-decode failing windows at rising temperatures.
     `audio_frames`: per window, its number of 20 ms encoder frames holding audio (see
     `decode_batch`). `on_final(rows, results)`, when given, hears about windows as soon as
     their result is final (after each pass), so a caller can use them while the failing ones
     are decoded again. `spare_rows`: rows the caller's batch leaves free, in which the next
     temperatures are decoded ahead (`DecodingOptions.fallback_ahead`). `prompt`: one for all
-    windows or one per window (see `decode_batch`)."""
+    windows or one per window (see `decode_batch`). `join(window, result, offset)`: as
+    `decode_batch`'s, for the windows' first attempts at temperature 0."""
     n_rows = features.shape[0]
     prompts = row_prompts(prompt, n_rows)
     languages = None
@@ -676,7 +848,8 @@ def decode_with_fallback(wm: WhisperModel, features: mx.array, options: Decoding
             capture=capture, languages=[languages[i] for i in window] if languages else None,
             prompt=[prompts[i] for i in window], rng=rng,
             audio_frames=None if audio_frames is None else np.asarray(audio_frames)[window],
-            rungs=list(zip(window.tolist(), rung.tolist())) if ahead else None, stop_failed=True)
+            rungs=list(zip(window.tolist(), rung.tolist())) if ahead else None, stop_failed=True,
+            join=None if join is None or level else partial(_join_first_attempts, join, window, rung))
         failed, passed = [], []
         for i, row in enumerate(todo):
             for r in range(ahead + 1):  # in temperature order; higher rungs of a pass stopped

@@ -162,6 +162,9 @@ class DecoderState:
         dtype = audio_features.dtype
         self.dtype = dtype
         self.offset = 0
+        # Per row, the cache position of its first token: 0, except for rows that joined a
+        # running batch (`append`); compiled steps count a row's token positions from there.
+        self.starts = mx.zeros((b,), dtype=mx.int32)
         self.cross = []
         self.keys = []
         self.values = []
@@ -189,6 +192,29 @@ class DecoderState:
         self.cross = [(k[rows], v[rows]) for k, v in self.cross]
         self.keys = [k[rows] for k in self.keys]
         self.values = [v[rows] for v in self.values]
+        self.starts = self.starts[rows]
+
+    def append(self, other: "DecoderState") -> None:
+        """Add the rows of `other`, a state whose first `other.offset` positions were decoded
+        (a prompt and start sequence, from position 0), as rows that end those positions at
+        this state's offset: their keys and values move to cache positions
+        [offset - other.offset, offset), and `starts` marks where they begin, so the compiled
+        steps give their next tokens the positions they would have had alone. The masked
+        positions before that hold zeros and are never attended to."""
+        length, offset = other.offset, self.offset
+        if not 0 < length <= offset:
+            raise ValueError(f"rows of {length} positions cannot end at position {offset}")
+
+        def moved(cache: mx.array) -> mx.array:
+            room = mx.zeros(cache.shape, dtype=cache.dtype)
+            return mx.slice_update(room, cache[:, :, :length, :], mx.array(offset - length), axes=(2,))
+
+        self.cross = [(mx.concatenate([k, ok]), mx.concatenate([v, ov]))
+                      for (k, v), (ok, ov) in zip(self.cross, other.cross)]
+        self.keys = [mx.concatenate([k, moved(ok)]) for k, ok in zip(self.keys, other.keys)]
+        self.values = [mx.concatenate([v, moved(ov)]) for v, ov in zip(self.values, other.values)]
+        self.starts = mx.concatenate([self.starts, mx.full((other.starts.shape[0],), offset - length,
+                                                           dtype=mx.int32)])
 
 
 class TextDecoder(nn.Module):
@@ -207,6 +233,7 @@ class TextDecoder(nn.Module):
         """Run tokens (B, L) at positions state.offset.. and return logits (B, P, vocab) float32
         for the P requested positions (indices into the L new tokens; default: the last).
 
+        Every row starts at position 0 here (`state.starts` is for the compiled steps).
         `probe`, when given, wants the cross-attention of some heads: `probe.layers` maps a
         layer index to head indices and `probe.take(layer, queries, keys)` receives their scaled
         queries (B, heads, L, D) and keys (B, heads, D, frames), so that `queries @ keys` are
@@ -308,11 +335,13 @@ class CompiledStep:
         self._fn = mx.compile(self._step)
         self._fn_choose: dict[tuple, object] = {}
 
-    def _step(self, tokens, offset, keys, values, cross, record, base):
+    def _step(self, tokens, offset, starts, keys, values, cross, record, base):
         d = self.decoder
-        x = d.token_embedding(tokens) + mx.take(d.positional_embedding, offset, axis=0)[None]
+        # A row's position counts from its own first cache position (`DecoderState.starts`)
+        x = d.token_embedding(tokens) + mx.take(d.positional_embedding, offset - starts, axis=0)[:, None]
         x = x.astype(cross[0][0].dtype)
-        mask = (mx.arange(d.n_ctx) <= offset)[None, None, None, :]
+        at = mx.arange(d.n_ctx)[None, :]
+        mask = ((at <= offset) & (at >= starts[:, None]))[:, None, None, :]
         new_keys, new_values, queries = [], [], []
         for i, block in enumerate(d.blocks):
             sa = block.attn
@@ -336,12 +365,12 @@ class CompiledStep:
                    for buf, q in zip(record, queries)]
         return (logits, new_keys, new_values, *written)
 
-    def _step_choose(self, special, tokens, alive, rules, offset, key, temperature, keys, values,
-                     cross, suppress, record, base):
+    def _step_choose(self, special, tokens, alive, rules, offset, key, temperature, starts, keys,
+                     values, cross, suppress, record, base):
         from .selection import advance_rules, select_tokens
 
         eot, ts_begin, vocab, timestamps, sampled = special
-        out = self._step(tokens[:, None], offset, keys, values, cross, record, base)
+        out = self._step(tokens[:, None], offset, starts, keys, values, cross, record, base)
         sample_key = None
         if sampled:
             key, sample_key = mx.random.split(key)
@@ -373,8 +402,8 @@ class CompiledStep:
         fn = self._fn_choose.get(special)
         if fn is None:  # one compiled graph per kind of step; MLX keeps one per batch shape
             fn = self._fn_choose[special] = mx.compile(partial(self._step_choose, special))
-        out = fn(tokens, alive, rules, offset, key, temperature, state.keys, state.values,
-                 state.cross, suppress, tuple(record), offset if base is None else base)
+        out = fn(tokens, alive, rules, offset, key, temperature, state.starts, state.keys,
+                 state.values, state.cross, suppress, tuple(record), offset if base is None else base)
         state.keys, state.values = out[7], out[8]
         state.offset += 1
         return tuple(out[:7]) + (tuple(out[9:]),)
@@ -384,8 +413,8 @@ class CompiledStep:
         """Run one token per row (B, 1) at `state.offset`; -> (logits (B, V), the written
         `record` buffers: see `choose` and the class)."""
         offset = mx.array(state.offset, dtype=mx.int32)
-        out = self._fn(tokens, offset, state.keys, state.values, state.cross, tuple(record),
-                       offset if base is None else base)
+        out = self._fn(tokens, offset, state.starts, state.keys, state.values, state.cross,
+                       tuple(record), offset if base is None else base)
         state.keys, state.values = out[1], out[2]
         state.offset += 1
         return out[0], tuple(out[3:])

@@ -15,7 +15,7 @@ from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .backend import gpu_available, mx
 from .cache import AttentionCache
 from .capture import CAPTURE_MARGIN_S, CapturedAttention, host_views
-from .decoding import DecodingOptions, WindowResult, decode_with_fallback, prompt_tokens
+from .decoding import DecodingOptions, JoinRow, WindowResult, decode_with_fallback, prompt_tokens
 from .errors import DecodingError
 from .mel import CHUNK_SAMPLES, TOKENS_PER_SECOND, log_mel_batch, log_mel_window
 from .models import WhisperModel, load_model
@@ -324,51 +324,73 @@ def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbo
     queued = []
     if word_timestamps:  # the signal refinement's energy envelopes, while the GPU decodes
         queued += [worker.submit(envelope_of, job.samples) for job in jobs[:ENVELOPES_KEPT]]
+
+    def queue_host_work(segments: list[Segment], cuts: list[tuple]) -> None:
+        if cuts:
+            queued.append(worker.submit(fetch_attention(cuts)))
+        if word_timestamps and segments:
+            queued.append(worker.submit(_align_segments, segments))
+
     for round_ in range(MAX_TAIL_ROUNDS + 1):
         tails: list[tuple[_Job, Window]] = []
+        last_round = round_ == MAX_TAIL_ROUNDS
         for batch, prompts in _batches(pending, batch_size):
             features = _encode(wm, [(job.samples, w.start, w.end) for job, w in batch])
             by_window: dict[int, list[Segment]] = {}
+            joins: dict[int, tuple[Window, JoinRow]] = {}
 
-            def accept(rows, results, batch=batch, by_window=by_window,
-                       last_round=round_ == MAX_TAIL_ROUNDS):
+            def accept(rows, results, batch=batch, by_window=by_window, last_round=last_round):
                 # Windows final after this pass: their segments (and words, in the
                 # worker thread) while the failing windows are decoded again.
                 accepted, cuts = [], []
                 for row, result in zip(rows, results):
                     job, window = batch[row]
-                    window_cuts: list[tuple] = []
-                    new = window_segments(wm, window, result, options, job.context,
-                                          len(job.segments), final=True, pending_cuts=window_cuts)
-                    skip = None if last_round else _first_skip(
-                        new, job.samples, wm.tokenizer(result.language, options.task).eot)
-                    if skip is not None:
-                        # Drop the segment that jumped over speech and all after it: the
-                        # window is decoded again from there in the next round (below).
-                        new = new[:skip]
-                        kept = {seg.source.key for seg in new}
-                        window_cuts = [cut for cut in window_cuts if cut[1] in kept]
-                    cuts.extend(window_cuts)
-                    job.segments.extend(new)
-                    by_window[row] = new
-                    accepted.extend(new)
-                if cuts:
-                    put = fetch_attention(cuts)
-                    queued.append(worker.submit(put))
-                if word_timestamps and accepted:
-                    queued.append(worker.submit(_align_segments, accepted))
+                    by_window[row] = _take_window(wm, job, window, result, options, cuts, last_round)
+                    accepted.extend(by_window[row])
+                queue_host_work(accepted, cuts)
+
+            def join(row, result, offset, batch=batch, joins=joins):
+                # A window whose text stopped early: the rest of it decodes in the rows of
+                # this pass, from where the text stopped, instead of in a later round.
+                job, window = batch[row]
+                if result.needs_fallback(options):
+                    return None
+                kept = _kept_segments(wm, job, window, result, options)
+                tail = _untranscribed_tail(window, kept, job.samples)
+                if tail is None:
+                    return None
+                history = [t for seg in kept for t in seg["tokens"]]
+                ask = JoinRow(_encode(wm, [(job.samples, tail.start, tail.end)]),
+                              _join_prompt(prompt, history, tokenizer.sot_prev) if condition else prompt,
+                              result.language, _audio_frames(tail))
+                joins[row] = (tail, ask)
+                return ask
 
             results = decode_with_fallback(wm, features, options, capture=capture,
                                            prompt=prompts,
                                            audio_frames=[_audio_frames(w) for _, w in batch],
-                                           on_final=accept, spare_rows=batch_size - len(batch))
+                                           on_final=accept, spare_rows=batch_size - len(batch),
+                                           join=join if round_ < MAX_TAIL_ROUNDS - 1 else None)
             del features
+            joined, cuts = [], []
             for row, ((job, window), result) in enumerate(zip(batch, results)):
                 job.languages.append(result.language)
                 _report(by_window[row], verbose)
                 tail = _untranscribed_tail(window, by_window[row], job.samples)
-                if tail is not None:
-                    tails.append((job, tail))
+                if tail is None:
+                    continue
+                asked, ask = joins.get(row, (None, None))
+                if asked != tail or ask.result is None or ask.result.needs_fallback(options):
+                    tails.append((job, tail))  # decoded (again) in the next round
+                    continue
+                job.languages.append(ask.result.language)
+                new = _take_window(wm, job, tail, ask.result, options, cuts, last_round)
+                _report(new, verbose)
+                joined.extend(new)
+                rest = _untranscribed_tail(tail, new, job.samples)
+                if rest is not None:
+                    tails.append((job, rest))
+            queue_host_work(joined, cuts)
             if bar:
                 bar.update(len(batch))
         if not tails:
@@ -387,6 +409,42 @@ def _batched(wm, jobs: list[_Job], options, capture, batch_size, progress, verbo
         job.segments.sort(key=lambda seg: (seg["start"], seg["end"]))
         for i, seg in enumerate(job.segments):
             seg["id"] = i
+
+
+def _take_window(wm, job: _Job, window: Window, result: WindowResult, options, cuts: list,
+                 last_round: bool) -> list[Segment]:
+    """Add the segments of `window`'s final `result` to `job` (their attention cuts to
+    `cuts`), up to a timestamp that jumped over speech (`_first_skip`; not in the last round):
+    the window is decoded again from there. -> the segments added."""
+    window_cuts: list[tuple] = []
+    new = window_segments(wm, window, result, options, job.context, len(job.segments),
+                          final=True, pending_cuts=window_cuts)
+    skip = None if last_round else _first_skip(
+        new, job.samples, wm.tokenizer(result.language, options.task).eot)
+    if skip is not None:
+        # Drop the segment that jumped over speech and all after it; their attention too
+        new = new[:skip]
+        kept = {seg.source.key for seg in new}
+        window_cuts = [cut for cut in window_cuts if cut[1] in kept]
+    cuts.extend(window_cuts)
+    job.segments.extend(new)
+    return new
+
+
+def _kept_segments(wm, job: _Job, window: Window, result: WindowResult, options) -> list[Segment]:
+    """The segments `_take_window` will keep of `result`, without taking them (or attention)."""
+    new = window_segments(wm, window, replace(result, attention=None), options, job.context, 0,
+                          final=True, pending_cuts=[])
+    skip = _first_skip(new, job.samples, wm.tokenizer(result.language, options.task).eot)
+    return new if skip is None else new[:skip]
+
+
+def _join_prompt(prompt: list[int], history: list[int], sot_prev: int) -> list[int]:
+    """The prompt of the rest of a window decoded beside its pass (`JoinRow`): `prompt`'s own
+    text and the window's text before that rest, at most `PROMPT_TOKENS` of them. Only the
+    window's own text: the windows before it may still be decoding."""
+    text = list(prompt[1:]) + history
+    return [sot_prev] + text[-PROMPT_TOKENS:] if text else prompt
 
 
 def _align_segments(segments: list[Segment]) -> None:

@@ -13,7 +13,7 @@ import soundfile as sf
 import lightning_align as la
 from lightning_align.backend import mx
 from lightning_align.capture import ForcedProbe
-from lightning_align.decoding import (LOOP_MIN_TOKENS, DecodingOptions, bound_to_fail,
+from lightning_align.decoding import (LOOP_MIN_TOKENS, DecodingOptions, JoinRow, bound_to_fail,
                                       decode_batch, decode_with_fallback, prompt_tokens,
                                       repeated_words)
 from lightning_align.errors import DecodingError
@@ -377,6 +377,49 @@ def test_per_row_prompts_equal_one_row_at_a_time(model, short_speech):
         decode_batch(model, features, options, prompt=[prompts[0], prompts[1][1:]])
 
 
+def test_a_row_that_joins_a_pass_decodes_as_it_would_alone(model, short_speech, long_speech):
+    """A window joined to a pass when one of its rows ends (`decode_batch`'s `join`) gets the
+    tokens, attention and normalizers it gets decoded alone with the same prompt, though its
+    cache positions are shifted to end where the pass stands; a prompt too long for that
+    position loses its oldest tokens."""
+    tok = model.tokenizer()
+    first = short_speech.audio[: int(3.5 * 16000)]  # one sentence: ends long before the rest
+    mels = [log_mel_window(x, model.dims.n_mels)
+            for x in (first, long_speech.audio[: 30 * 16000], short_speech.audio)]
+    features = model.model.embed_audio(mx.array(np.stack(mels)))
+    prompt = prompt_tokens(tok, "Lighthouse keeper's log, Tuesday. The weather was fine and the "
+                           "sea was calm all day long, with a light wind from the west.",
+                           model.dims.n_text_ctx)
+    options = DecodingOptions(language="en", token_choice="device")
+    asked, offered = [], []
+
+    def join(row, result, offset):
+        offered.append(row)
+        assert result.tokens and result.attention is None
+        if row != 0:
+            return None
+        asked.append((JoinRow(features[2:3], prompt, "en", 500), offset))
+        return asked[-1][0]
+
+    frames = [175, 1500]
+    passed = decode_batch(model, features[:2], options, capture=True, audio_frames=frames, join=join)
+    assert offered == [0, 1] and len(asked) == 1  # every greedy row once; the joined row never
+    (joined, offset), shorter = asked[0], len(prompt) + 1 > asked[0][1]
+    assert joined.result is not None and joined.result.text.strip()
+    used = list(joined.result.initial_tokens[:-1])
+    assert len(used) + 1 <= offset and used[0] == tok.sot_prev
+    assert shorter and used[1:] == prompt[len(prompt) - len(used) + 1:]
+    alone = decode_batch(model, features[2:3], options, prompt=used, capture=True,
+                         audio_frames=[500])[0]
+    assert joined.result.tokens == alone.tokens
+    np.testing.assert_allclose(np.asarray(joined.result.attention, np.float32),
+                               np.asarray(alone.attention, np.float32), atol=2e-2)
+    np.testing.assert_allclose(joined.result.log_norm, alone.log_norm, atol=2e-2)
+    # the rows of the pass itself are what they are without a join
+    plain = decode_batch(model, features[:2], options, capture=True, audio_frames=frames)
+    assert [r.tokens for r in passed] == [r.tokens for r in plain]
+
+
 def test_a_window_whose_timestamps_jump_is_decoded_again(model, long_speech, long_transcript,
                                                          monkeypatch):
     """A window's segments from the one that skipped speech on are dropped and the window is
@@ -409,6 +452,46 @@ def test_a_window_whose_timestamps_jump_is_decoded_again(model, long_speech, lon
     assert word_error_rate(long_speech.text, redone["text"]) <= \
         word_error_rate(long_speech.text, long_transcript["text"]) + 0.06
     for seg in redone["segments"]:
+        assert seg["words"] and seg["words"][0]["start"] >= seg["start"] - 1e-6
+        assert "".join(w["word"] for w in seg["words"]).strip() == seg["text"].strip()
+
+
+def test_the_rest_of_a_window_is_decoded_in_the_same_pass(model, long_speech, long_transcript,
+                                                         monkeypatch):
+    """Where tokens are chosen on the device, the rest of a window whose text stopped early
+    (here: a jump forced in its second segment) joins the rows of the pass under way instead of
+    waiting for a round of its own: one pass for the recording, the rest prompted with the
+    window's text before it, nothing lost or said twice, words aligned."""
+    tr = importlib.import_module("lightning_align.transcribe")
+    dec = importlib.import_module("lightning_align.decoding")
+    monkeypatch.setattr(dec.DecodingOptions, "tokens_on_device", lambda self: True)
+    real_skip, real_decode = tr._first_skip, tr.decode_with_fallback
+    flagged, passes = [], []
+    second = tr.plan_windows(long_speech.audio)[1].start_s
+
+    def skip_in_second_window(segments, samples, eot):
+        if len(segments) >= 3 and abs(segments[0].source.window_start_s - second) < 1e-3:
+            flagged.append(segments[1].source.start_s)
+            return 1
+        return real_skip(segments, samples, eot)
+
+    def decode(*args, **kwargs):
+        passes.append(kwargs.get("join"))
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(tr, "_first_skip", skip_in_second_window)
+    monkeypatch.setattr(tr, "decode_with_fallback", decode)
+    result = la.transcribe(long_speech.audio, model=model, batch_size=16, word_timestamps=True)
+    assert flagged and len(passes) == 1 and passes[0] is not None
+    segments = result["segments"]
+    starts = [s["start"] for s in segments]
+    assert starts == sorted(starts)
+    rest = [s for s in segments if abs(s.source.window_start_s - flagged[0]) < 0.05]
+    assert rest and rest[0].source.prefix[0] == model.tokenizer().sot_prev
+    assert abs(len(result["text"].split()) - len(long_transcript["text"].split())) <= 3
+    assert word_error_rate(long_speech.text, result["text"]) <= \
+        word_error_rate(long_speech.text, long_transcript["text"]) + 0.06
+    for seg in segments:
         assert seg["words"] and seg["words"][0]["start"] >= seg["start"] - 1e-6
         assert "".join(w["word"] for w in seg["words"]).strip() == seg["text"].strip()
 
