@@ -17,13 +17,14 @@ Times are seconds, frames the encoder's 20 ms frames, levels dB.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .boundaries import snap_to_dips, snap_words, speech_spans
 from .dtw import _backtrace, _fill
 from .matrix import _alignment, _half_to_float32
 
-__all__ = ["onepass_words", "onset_costs", "percentile64", "softmax_weights"]
+__all__ = ["onepass_words", "onepass_words_parallel", "onset_costs", "percentile64",
+           "softmax_weights"]
 
 FRAMES_PER_S = 50.0  # encoder frames
 ONSET_HOP_S = 0.02  # onset costs: one per encoder frame
@@ -245,9 +246,9 @@ def _entered(matrix, enter, enter_cost, first):
 @njit(cache=True, nogil=True)
 def onepass_words(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w, total,
                   width, net_lo, net_hi, net_mode, frame0, anchor, text_rows, text_at, probs,
-                  word_bounds, word_at, sentence_end, keep, bounds, last_speech, lags,
-                  heuristics, onset_scale, has_signal, db, fine_db, n_samples, refine, dips,
-                  params, word_start, word_end, word_prob, seg_bounds, status):
+                  word_bounds, word_at, sentence_end, keep, bounds, last_speech, lags, heuristics,
+                  onset_scale, has_signal, db, fine_db, n_samples, refine, dips, params,
+                  word_start, word_end, word_prob, seg_bounds, status):
     """Align segments s = 0..S-1 of one recording (arrays packed end to end, `*_at[s]` where
     segment s's part begins; `*_at` have S + 1 entries).
 
@@ -275,66 +276,98 @@ def onepass_words(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads,
     attention.
     """
     for s in range(len(shapes)):
-        rows, frames = shapes[s, 0], shapes[s, 1]
-        t_lo, t_hi = text_at[s], text_at[s + 1]
-        n_text = t_hi - t_lo - 1
-        w_lo, w_hi = word_at[s], word_at[s + 1]
-        n_words = w_hi - w_lo
-        if n_text <= 0 or n_words == 0:
-            status[s] = 1
-            continue
-        sc = scores16[score_at[s] : score_at[s] + rows * n_heads * frames].reshape(
-            (rows, n_heads, frames))
-        ln = log_norm[norm_at[s] : norm_at[s] + rows * n_heads].reshape((rows, n_heads))
-        matrix = np.empty((rows, frames), np.float32)
-        if not _matrix(sc, ln, heads, head_w, total, width, net_lo, net_hi, net_mode, matrix):
-            status[s] = 2
-            continue
-        if anchor[s, 2] != 0:
-            _anchor(matrix, frame0[s], anchor[s, 0], anchor[s, 1])
-        # words other than the first pay the onset cost to start
-        enter = np.zeros(rows, np.uint8)
-        enter_cost = np.zeros(frames)
-        b0 = word_at[s] + s
-        if onset_scale > 0 and has_signal:
-            for i in range(1, n_words):
-                enter[text_rows[t_lo + word_bounds[b0 + i]]] = 1
-            onset_costs(db, frame0[s], frames, onset_scale, params[2], enter_cost)
-        first = np.empty(rows, np.int64)
-        if not _entered(matrix, enter, enter_cost, first):
-            status[s] = 2
-            continue
-        # word times from the frames the path enters each word's first token row at
-        starts = np.empty(n_words)
-        ends = np.empty(n_words)
-        csum = np.empty(n_text + 1)  # float64 running sum of the float32 probabilities
-        csum[0] = 0.0
-        for i in range(n_text):
-            csum[i + 1] = csum[i] + np.float64(probs[t_lo - s + i])
-        for i in range(n_words):
-            a, b = word_bounds[b0 + i], word_bounds[b0 + i + 1]
-            starts[i] = frame0[s] + first[text_rows[t_lo + a]] / FRAMES_PER_S
-            ends[i] = frame0[s] + first[text_rows[t_lo + b]] / FRAMES_PER_S
-            word_prob[w_lo + i] = (csum[b] - csum[a]) / (b - a) if b > a else 0.0
-        if lags[s, 2] != 0:
-            _shift(starts, ends, lags[s, 0], lags[s, 1])
-        seg_start, seg_end = bounds[s, 0], bounds[s, 1]
-        if heuristics:
-            kept, seg_start, seg_end = _heuristics(
-                starts, ends, sentence_end[w_lo:w_hi], keep[w_lo:w_hi], seg_start, seg_end,
-                last_speech[s])
-        else:
-            kept = np.arange(n_words)
-        if len(kept) > 0 and (refine or dips) and has_signal:
-            new_s, new_e = _refine(starts[kept], ends[kept], db, fine_db, n_samples, refine, dips,
-                                   params[0], params[1], params[2], params[3], params[4],
-                                   params[5], params[6], params[7], params[8], params[9])
-            for j in range(len(kept)):
-                starts[kept[j]] = new_s[j]
-                ends[kept[j]] = new_e[j]
-            seg_start, seg_end = new_s[0], new_e[len(kept) - 1]
-        word_start[w_lo:w_hi] = starts
-        word_end[w_lo:w_hi] = ends
-        seg_bounds[s, 0] = seg_start
-        seg_bounds[s, 1] = seg_end
-        status[s] = 0
+        _one_segment(s, scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w,
+                     total, width, net_lo, net_hi, net_mode, frame0, anchor, text_rows, text_at,
+                     probs, word_bounds, word_at, sentence_end, keep, bounds, last_speech, lags,
+                     heuristics, onset_scale, has_signal, db, fine_db, n_samples, refine, dips,
+                     params, word_start, word_end, word_prob, seg_bounds, status)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def onepass_words_parallel(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w,
+                           total, width, net_lo, net_hi, net_mode, frame0, anchor, text_rows,
+                           text_at, probs, word_bounds, word_at, sentence_end, keep, bounds,
+                           last_speech, lags, heuristics, onset_scale, has_signal, db, fine_db,
+                           n_samples, refine, dips, params, word_start, word_end, word_prob,
+                           seg_bounds, status):
+    """`onepass_words` with its segments spread over numba's threads (`numba.set_num_threads`
+    in the calling thread sets how many): the same words, bit for bit, since each segment is
+    aligned on its own and writes only its own slices."""
+    for s in prange(len(shapes)):
+        _one_segment(s, scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w,
+                     total, width, net_lo, net_hi, net_mode, frame0, anchor, text_rows, text_at,
+                     probs, word_bounds, word_at, sentence_end, keep, bounds, last_speech, lags,
+                     heuristics, onset_scale, has_signal, db, fine_db, n_samples, refine, dips,
+                     params, word_start, word_end, word_prob, seg_bounds, status)
+
+
+@njit(cache=True, nogil=True)
+def _one_segment(s, scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w, total,
+                 width, net_lo, net_hi, net_mode, frame0, anchor, text_rows, text_at, probs,
+                 word_bounds, word_at, sentence_end, keep, bounds, last_speech, lags, heuristics,
+                 onset_scale, has_signal, db, fine_db, n_samples, refine, dips, params, word_start,
+                 word_end, word_prob, seg_bounds, status):
+    """Align segment `s` of `onepass_words`'s arguments into its slices of the outputs."""
+    rows, frames = shapes[s, 0], shapes[s, 1]
+    t_lo, t_hi = text_at[s], text_at[s + 1]
+    n_text = t_hi - t_lo - 1
+    w_lo, w_hi = word_at[s], word_at[s + 1]
+    n_words = w_hi - w_lo
+    if n_text <= 0 or n_words == 0:
+        status[s] = 1
+        return
+    sc = scores16[score_at[s] : score_at[s] + rows * n_heads * frames].reshape(
+        (rows, n_heads, frames))
+    ln = log_norm[norm_at[s] : norm_at[s] + rows * n_heads].reshape((rows, n_heads))
+    matrix = np.empty((rows, frames), np.float32)
+    if not _matrix(sc, ln, heads, head_w, total, width, net_lo, net_hi, net_mode, matrix):
+        status[s] = 2
+        return
+    if anchor[s, 2] != 0:
+        _anchor(matrix, frame0[s], anchor[s, 0], anchor[s, 1])
+    # words other than the first pay the onset cost to start
+    enter = np.zeros(rows, np.uint8)
+    enter_cost = np.zeros(frames)
+    b0 = word_at[s] + s
+    if onset_scale > 0 and has_signal:
+        for i in range(1, n_words):
+            enter[text_rows[t_lo + word_bounds[b0 + i]]] = 1
+        onset_costs(db, frame0[s], frames, onset_scale, params[2], enter_cost)
+    first = np.empty(rows, np.int64)
+    if not _entered(matrix, enter, enter_cost, first):
+        status[s] = 2
+        return
+    # word times from the frames the path enters each word's first token row at
+    starts = np.empty(n_words)
+    ends = np.empty(n_words)
+    csum = np.empty(n_text + 1)  # float64 running sum of the float32 probabilities
+    csum[0] = 0.0
+    for i in range(n_text):
+        csum[i + 1] = csum[i] + np.float64(probs[t_lo - s + i])
+    for i in range(n_words):
+        a, b = word_bounds[b0 + i], word_bounds[b0 + i + 1]
+        starts[i] = frame0[s] + first[text_rows[t_lo + a]] / FRAMES_PER_S
+        ends[i] = frame0[s] + first[text_rows[t_lo + b]] / FRAMES_PER_S
+        word_prob[w_lo + i] = (csum[b] - csum[a]) / (b - a) if b > a else 0.0
+    if lags[s, 2] != 0:
+        _shift(starts, ends, lags[s, 0], lags[s, 1])
+    seg_start, seg_end = bounds[s, 0], bounds[s, 1]
+    if heuristics:
+        kept, seg_start, seg_end = _heuristics(
+            starts, ends, sentence_end[w_lo:w_hi], keep[w_lo:w_hi], seg_start, seg_end,
+            last_speech[s])
+    else:
+        kept = np.arange(n_words)
+    if len(kept) > 0 and (refine or dips) and has_signal:
+        new_s, new_e = _refine(starts[kept], ends[kept], db, fine_db, n_samples, refine, dips,
+                               params[0], params[1], params[2], params[3], params[4],
+                               params[5], params[6], params[7], params[8], params[9])
+        for j in range(len(kept)):
+            starts[kept[j]] = new_s[j]
+            ends[kept[j]] = new_e[j]
+        seg_start, seg_end = new_s[0], new_e[len(kept) - 1]
+    word_start[w_lo:w_hi] = starts
+    word_end[w_lo:w_hi] = ends
+    seg_bounds[s, 0] = seg_start
+    seg_bounds[s, 1] = seg_end
+    status[s] = 0

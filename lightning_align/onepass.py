@@ -9,14 +9,17 @@ the same words (tests/test_align.py holds them to it).
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from .capture import CapturedAttention
 from .errors import AlignmentError
 from .kernels.median import _median_network
-from .kernels.onepass import onepass_words
+from .kernels.onepass import onepass_words, onepass_words_parallel
 from .refine import Envelope, RefineOptions, envelope_of
 from .words import SENTENCE_END_MARKS, merged_texts, split_words
 
@@ -40,6 +43,30 @@ class Plan:
 
 
 Result = tuple[list[dict], float, float]  # words, segment start, segment end
+
+THREADS_ENV = "LIGHTNING_ALIGN_THREADS"
+MAX_THREADS = 8
+# numba's workqueue threading layer (used where neither TBB nor OpenMP loads) aborts the
+# process when two threads launch parallel kernels at once: one launch at a time, and a
+# caller that finds the lock taken aligns serially instead of waiting.
+_parallel_launch = threading.Lock()
+
+
+def align_threads() -> int:
+    """Threads one kernel call spreads a recording's segments over: $LIGHTNING_ALIGN_THREADS, else half
+    the cores, at most `MAX_THREADS` (the other half stays with the decoding loop and MLX,
+    which the aligner thread runs beside). 1 aligns serially, as on a 2-core machine."""
+    raw = os.environ.get(THREADS_ENV)
+    if raw is None or not raw.strip():
+        return max(1, min(MAX_THREADS, (os.cpu_count() or 1) // 2))
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise AlignmentError(f"{THREADS_ENV}={raw!r}: give a whole number of threads >= 1, or unset "
+                             "it for half the cores.")
+    return n
 
 
 def align_plans(plans: list[Plan], width: int, heuristics: bool, onset_cost: float, refine: bool,
@@ -122,8 +149,8 @@ def _align_group(plans: list[Plan], width: int, heuristics: bool, onset_cost: fl
                        ropts.dip_reach_s, ropts.dip_tolerance_db,
                        ropts.dip_window_s / 2 if ropts.dip_edges else 0.0])
     empty = np.zeros(0, np.float32)
-    onepass_words(
-        scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, hw, np.float32(hw.sum()),
+    _run_kernel(
+        s, scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, hw, np.float32(hw.sum()),
         width, lo, hi, mode, frame0, anchor, np.asarray(text_rows, np.int64),
         np.asarray(text_at, np.int64), probs.astype(np.float32, copy=False),
         np.asarray(word_bounds, np.int64), np.asarray(word_at, np.int64),
@@ -148,3 +175,18 @@ def _align_group(plans: list[Plan], width: int, heuristics: bool, onset_cost: fl
                  for k, w in enumerate(shown[i], word_at[i]) if keep[k]]
         results.append((words, start, end))
     return results
+
+
+def _run_kernel(n_segments: int, *args) -> None:
+    """`onepass_words(*args)`, over `align_threads()` threads when there is more than one
+    segment to share out (`onepass_words_parallel`: the same words)."""
+    threads = align_threads() if n_segments > 1 else 1
+    if threads > 1 and _parallel_launch.acquire(blocking=False):
+        try:
+            # thread-local in numba: the decoding loop's own kernels are not affected
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            onepass_words_parallel(*args)
+        finally:
+            _parallel_launch.release()
+        return
+    onepass_words(*args)

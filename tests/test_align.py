@@ -256,6 +256,34 @@ def test_batched_onepass_equals_the_per_segment_path(model, long_speech, options
     assert packed == per_segment
 
 
+def test_segments_spread_over_threads_get_the_same_words(model, long_speech, monkeypatch):
+    """`onepass_words_parallel` (several cores: segments shared out over numba's threads)
+    gives the serial kernel's words and segment bounds, bit for bit."""
+    from lightning_align import onepass
+
+    result = _fresh(model, long_speech, batch_size=4)
+    before = [(s["start"], s["end"]) for s in result["segments"]]
+    runs = {}
+    for threads in ("1", "3"):
+        monkeypatch.setenv(onepass.THREADS_ENV, threads)
+        assert onepass.align_threads() == int(threads)
+        for seg, (start, end) in zip(result["segments"], before):
+            seg["start"], seg["end"] = start, end
+        la.align(result["segments"], force=True)
+        runs[threads] = [(s["start"], s["end"], s["words"]) for s in result["segments"]]
+    assert len(runs["1"]) > 5 and sum(len(w) for _, _, w in runs["1"]) > 100
+    assert runs["3"] == runs["1"]
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "many", "1.5"])
+def test_a_bad_thread_count_is_named(value, monkeypatch):
+    from lightning_align import onepass
+
+    monkeypatch.setenv(onepass.THREADS_ENV, value)
+    with pytest.raises(la.AlignmentError, match=f"LIGHTNING_ALIGN_THREADS={value!r}: give a whole"):
+        onepass.align_threads()
+
+
 def test_batched_onepass_rejects_attention_with_nan(model, short_speech):
     result = _fresh(model, short_speech)
     seg = result["segments"][0]
