@@ -185,7 +185,9 @@ def _run_kernel(n_segments: int, *args) -> None:
         try:
             # thread-local in numba: the decoding loop's own kernels are not affected
             numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-            onepass_words_parallel(*args)
+            # segments differ in size: a free thread takes the next one
+            with numba.parallel_chunksize(1):
+                onepass_words_parallel(*args)
         finally:
             _parallel_launch.release()
         return
