@@ -115,16 +115,18 @@ class AttentionProbe:
             self._runs[-1].buffers = self.buffers
         self.buffers, self.base = (), None
 
-    def _entries(self) -> tuple[np.ndarray, list[mx.array]]:
+    def _entries(self, closed_only: bool = False) -> tuple[np.ndarray, list[mx.array]]:
         """All steps' row ids (N,) and scaled queries of the probed heads, parts of (n, heads,
         D), in step order: the recorded steps of each run split into heads, picked and scaled
-        at once."""
-        self._close()
+        at once. `closed_only`: leave the open buffers alone (steps may still be writing
+        them) and read only the runs closed before."""
+        if not closed_only:
+            self._close()
         ids = [r for r, _ in self._steps]
         parts = [q for _, q in self._steps]
         for run in self._runs:
             n = len(run.marks)
-            if not n:
+            if not n or not run.buffers:
                 continue
             ids.extend(run.marks)
             picked = []
@@ -142,7 +144,19 @@ class AttentionProbe:
         the device until cut) and (steps, heads) float32 log-normalizers over the row's frames,
         in step order. Rows `skip` (n_rows,) bool marks get none (no steps): their decodes are
         not used."""
-        row_ids, parts = self._entries()
+        return self._scores(*self._entries(), n_rows, skip)
+
+    def ended_rows(self, rows: np.ndarray, n_rows: int) -> tuple[list[RowScores], list[np.ndarray]]:
+        """`per_row` for `rows` alone (original ids of rows that left the batch before the
+        buffers now open), while the decode goes on: from the closed runs only. It
+        waits for the steps queued before it."""
+        skip = np.ones(n_rows, bool)
+        skip[np.asarray(rows, np.int64)] = False
+        scores, norms = self._scores(*self._entries(closed_only=True), n_rows, skip)
+        return [scores[r] for r in rows], [norms[r] for r in rows]
+
+    def _scores(self, row_ids: np.ndarray, parts: list[mx.array], n_rows: int,
+                skip: np.ndarray | None) -> tuple[list[RowScores], list[np.ndarray]]:
         if skip is not None and len(row_ids):
             row_ids = np.where((row_ids >= 0) & skip[np.maximum(row_ids, 0)], -1, row_ids)
         if not (row_ids >= 0).any():

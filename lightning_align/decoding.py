@@ -338,6 +338,7 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
                  rungs: Sequence[tuple[int, int]] | None = None,
                  stop_failed: bool = False,
                  join: Callable[[int, WindowResult, int], JoinRow | None] | None = None,
+                 settle: Callable[[list[int], list[WindowResult]], None] | None = None,
                  ) -> list[WindowResult]:
     """Decode a batch of windows' audio features (B, 1500, C) at one temperature, or at one per
     row (a sequence of B temperatures; rows at 0 are greedy).
@@ -364,7 +365,13 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     its oldest tokens), and the row then takes steps with the others, its positions counted
     from its own start: its tokens are those it would get decoded alone. Joined rows' results
     are left in their `JoinRow`s, not returned; a step is only as dear as its slowest row on a
-    GPU, so they cost little beside a later pass of their own."""
+    GPU, so they cost little beside a later pass of their own.
+
+    `settle(rows, results)`, where tokens are chosen on the device and with `capture`: hears,
+    while the pass goes on, of rows of the lowest rung (all rows, without `rungs`) that reached
+    their end-of-text with a result that needs no fallback, with their attention, once the
+    batch has let them go; a caller can take those windows' segments and words while the
+    others still decode. Their results are returned as well, the same objects."""
     n_rows = features.shape[0]
     dims = wm.dims
     row_temperature = np.broadcast_to(np.asarray(temperature, np.float64), (n_rows,))
@@ -416,6 +423,30 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
 
     joined: list[tuple[int, JoinRow]] = []  # (row id, what joined there)
     offered: set[int] = set()
+    settled: dict[int, WindowResult] = {}
+    lowest = (np.ones(n_rows, bool) if rungs is None
+              else np.array([rung == 0 for _, rung in rungs], bool))
+
+    def settling(left: np.ndarray) -> None:
+        """Hand `settle` the rows in `left` (ids the batch let go) whose results are final."""
+        so_far = tokens.so_far()
+        ready, done = [], []
+        for r in left.tolist():
+            if r >= n_rows or not lowest[r] or (stops is not None and stops.stopped[r]):
+                continue
+            sampled, lps = so_far[r]
+            if not sampled or sampled[-1] != tok.eot:
+                continue  # cut short
+            res = result(r, sampled, lps)
+            if not res.needs_fallback(options):
+                ready.append(r)
+                done.append(res)
+        if not ready:
+            return
+        attention, norms = probe.ended_rows(np.array(ready), tokens.n_rows)
+        done = [replace(res, attention=a, log_norm=n) for res, a, n in zip(done, attention, norms)]
+        settled.update(zip(ready, done))
+        settle(ready, done)
 
     def joining(ended: np.ndarray, offset: int, steps_left: int) -> list[_Joined]:
         """Offer the rows in `ended` (ids; not alive) that were not offered yet to `join`;
@@ -496,7 +527,8 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
         first_logits = np.ascontiguousarray(host[:, 1, :])
         if options.tokens_on_device():
             _steps_on_device(step_fn, state, probe, rules, tokens, first_logits, suppress, tok,
-                             temps, rng, sample_len, stops, joining if join else None)
+                             temps, rng, sample_len, stops, joining if join else None,
+                             settling if settle is not None and probe else None)
         else:
             _steps_on_host(step_fn, state, probe, rules, tokens, first_logits, suppress, tok,
                            temps, rng, sample_len, stops)
@@ -504,7 +536,8 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
     n_total = tokens.n_rows
     results = [result(row, *tokens.of(row)) for row in range(n_total)]
     if probe:
-        results = _with_attention(results, probe, stops if rungs is not None else None, options)
+        results = _with_attention(results, probe, stops if rungs is not None else None, options,
+                                  settled)
     for row, ask in joined:
         ended = tokens.of(row)[0][-1:] == [tok.eot]
         ask.result = results[row] if ended else None
@@ -533,10 +566,12 @@ class _Joined:
 
 
 def _with_attention(results: list[WindowResult], probe: AttentionProbe, stops: "_Stops | None",
-                    options: DecodingOptions) -> list[WindowResult]:
+                    options: DecodingOptions, settled: dict[int, WindowResult]
+                    ) -> list[WindowResult]:
     """`results` with each row's captured attention; given the `stops` of a pass with rungs,
-    none for the attempts above one of their window that passed: never used."""
-    unused = None
+    none for the attempts above one of their window that passed: never used. Rows in
+    `settled` already have theirs (taken mid-pass): those results stand."""
+    unused = np.zeros(len(results), bool)
     if stops is not None:
         window, rung = stops.window, stops.rung
         first_pass = {}
@@ -544,8 +579,10 @@ def _with_attention(results: list[WindowResult], probe: AttentionProbe, stops: "
             if window[row] not in first_pass and not results[row].needs_fallback(options):
                 first_pass[window[row]] = rung[row]
         unused = np.array([rung[r] > first_pass.get(window[r], rung[r]) for r in range(len(results))])
+    unused[list(settled)] = True
     attention, norms = probe.per_row(len(results), unused)
-    return [replace(r, attention=a, log_norm=n) for r, a, n in zip(results, attention, norms)]
+    return [settled.get(i) or replace(r, attention=a, log_norm=n)
+            for i, (r, a, n) in enumerate(zip(results, attention, norms))]
 
 
 class _Stops:
@@ -693,14 +730,17 @@ LOOKAHEAD_STEPS = 2  # steps queued on the device ahead of the one the host read
 
 
 def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, tok, temps,
-                     rng, sample_len, stops=None, joining=None) -> None:
+                     rng, sample_len, stops=None, joining=None, settling=None) -> None:
     """Decoding with token choice (greedy or sampled) and rule updates inside the compiled step.
 
     The host queues `LOOKAHEAD_STEPS` steps ahead (MLX evaluates them asynchronously) and reads
     back only each step's alive mask, to stop and to shrink the batch; chosen tokens stay on the
     device until the end. While the device runs a step, the host builds the next, so a step's
     cost is the device's time, not device + host + a round trip. `joining(ended ids, offset,
-    steps left)` (see `decode_batch`) may add rows as others end."""
+    steps left)` (see `decode_batch`) may add rows as others end. `settling(ids)` hears of the
+    rows each shrink of the batch dropped, once the steps after it are queued (their
+    attention is then in closed probe buffers, and the device has work while the host
+    reads it)."""
     n_rows = step_logits.shape[0]
     first = np.empty(n_rows, np.int32)
     first_lp = np.empty(n_rows, np.float32)
@@ -739,6 +779,7 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
         return after
 
     issued = 1
+    dropped: list[np.ndarray] = []  # rows the batch let go, not yet told to `settling`
     while alive.any():
         while issued < sample_len and len(queue) <= LOOKAHEAD_STEPS:
             chosen, lp, alive_out, next_tokens, rules_out, offset, key, written = step_fn.choose(
@@ -751,6 +792,9 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
                           state.values, *written)
             queue.append((rows, chosen, lp, alive_out))
             issued += 1
+        if dropped and settling is not None:
+            settling(np.concatenate(dropped))
+            dropped.clear()
         if not queue:
             break
         alive = read_oldest(alive)
@@ -773,6 +817,7 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
                          carry[3], carry[4])
                 temps_mx = mx.concatenate([temps_mx[keep_mx]]
                                           + [mx.zeros(len(p.ids), mx.float32) for p in joins])
+                dropped.append(rows[~alive])
                 rows = np.concatenate([rows[alive]] + [p.ids for p in joins])
                 alive = np.concatenate([alive[alive]] + [p.alive for p in joins])
                 if probe:
@@ -791,6 +836,7 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
             carry = (carry[0][keep_mx], carry[1][keep_mx], tuple(a[keep_mx] for a in carry[2]),
                      carry[3], carry[4])
             temps_mx = temps_mx[keep_mx]
+            dropped.append(rows[~alive])
             rows, alive = rows[keep], alive[keep]
             if probe:
                 probe.open(len(keep), state.offset, sample_len - issued, state.dtype)
@@ -820,8 +866,8 @@ def decode_with_fallback(wm: WhisperModel, features: mx.array, options: Decoding
     """Decode a batch of windows; re-decode failing windows at rising temperatures.
     `audio_frames`: per window, its number of 20 ms encoder frames holding audio (see
     `decode_batch`). `on_final(rows, results)`, when given, hears about windows as soon as
-    their result is final (after each pass), so a caller can use them while the failing ones
-    are decoded again. `spare_rows`: rows the caller's batch leaves free, in which the next
+    their result is final (after each pass, or during it where `decode_batch` can `settle`
+    them), so a caller can use them while the others are decoded. `spare_rows`: rows the caller's batch leaves free, in which the next
     temperatures are decoded ahead (`DecodingOptions.fallback_ahead`). `prompt`: one for all
     windows or one per window (see `decode_batch`). `join(window, result, offset)`: as
     `decode_batch`'s, for the windows' first attempts at temperature 0."""
@@ -837,6 +883,13 @@ def decode_with_fallback(wm: WhisperModel, features: mx.array, options: Decoding
     attempts: list[list[WindowResult]] = [[] for _ in range(n_rows)]
     todo = np.arange(n_rows)
     level = 0  # every window still to do has failed the temperatures before this one
+    told: set[int] = set()  # windows `on_final` heard of while their pass went on
+
+    def settle(window: np.ndarray, rows: list[int], results: list[WindowResult]) -> None:
+        windows = [int(window[r]) for r in rows]
+        told.update(windows)
+        on_final(windows, results)
+
     while len(todo) and level < len(temperatures):
         ahead = options.attempts_ahead(len(todo), n_rows + max(0, spare_rows),
                                        len(temperatures) - level)
@@ -849,7 +902,8 @@ def decode_with_fallback(wm: WhisperModel, features: mx.array, options: Decoding
             prompt=[prompts[i] for i in window], rng=rng,
             audio_frames=None if audio_frames is None else np.asarray(audio_frames)[window],
             rungs=list(zip(window.tolist(), rung.tolist())) if ahead else None, stop_failed=True,
-            join=None if join is None or level else partial(_join_first_attempts, join, window, rung))
+            join=None if join is None or level else partial(_join_first_attempts, join, window, rung),
+            settle=partial(settle, window) if on_final is not None and capture else None)
         failed, passed = [], []
         for i, row in enumerate(todo):
             for r in range(ahead + 1):  # in temperature order; higher rungs of a pass stopped
@@ -860,6 +914,7 @@ def decode_with_fallback(wm: WhisperModel, features: mx.array, options: Decoding
                     break
             else:
                 failed.append(int(row))
+        passed = [row for row in passed if row not in told]
         if on_final is not None and passed:
             on_final(passed, [attempts[row][-1] for row in passed])
         todo = np.array(failed, dtype=np.int64)

@@ -465,3 +465,31 @@ def test_activations_reject_what_they_would_misread(kernel):
         kernel(np.zeros((3, 4), np.float64))
     with pytest.raises(TypeError, match="strided"):
         kernel(np.zeros((4, 3), np.float32).T)
+
+
+def test_cached_kernels_are_dropped_when_any_kernel_source_changes(tmp_path, monkeypatch):
+    """numba ties a cached kernel to its own file only; `drop_stale_cache` ties the whole cache
+    to every kernel source, so an edit to one file never leaves another's stale code running."""
+    from lightning_align.kernels import drop_stale_cache
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 2\n")
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+
+    def cached():
+        (cache / "a.f-1.py311.nbi").write_bytes(b"index")
+        (cache / "a.f-1.py311.1.nbc").write_bytes(b"code")
+        (cache / "a.cpython-311.pyc").write_bytes(b"bytecode")
+
+    cached()
+    assert drop_stale_cache(tmp_path)  # no stamp yet: whatever is there may be stale
+    assert sorted(p.name for p in cache.iterdir()) == ["a.cpython-311.pyc", "kernel-sources.sha256"]
+    cached()
+    assert not drop_stale_cache(tmp_path)  # same sources: the cache stays
+    assert len(list(cache.glob("*.nb[ic]"))) == 2
+    (tmp_path / "b.py").write_text("y = 3\n")  # a kernel the cached one may call
+    assert drop_stale_cache(tmp_path)
+    assert not list(cache.glob("*.nb[ic]"))
+    assert not drop_stale_cache(tmp_path)

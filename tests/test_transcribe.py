@@ -420,6 +420,50 @@ def test_a_row_that_joins_a_pass_decodes_as_it_would_alone(model, short_speech, 
     assert [r.tokens for r in passed] == [r.tokens for r in plain]
 
 
+def test_windows_that_end_early_are_final_while_the_pass_goes_on(model, short_speech, long_speech):
+    """Where tokens are chosen on the device, windows whose rows the batch let go (shrinking)
+    reach `on_final` while the others still decode, with the tokens, attention and
+    normalizers they get when the pass is collected at its end."""
+    mels = [log_mel_window(x, model.dims.n_mels)
+            for x in (short_speech.audio[: int(3.5 * 16000)], long_speech.audio[: 30 * 16000],
+                      short_speech.audio[: int(6.5 * 16000)], long_speech.audio[30 * 16000: 60 * 16000])]
+    features = model.model.embed_audio(mx.array(np.stack(mels)))
+    frames = [175, 1500, 325, 1500]
+    options = DecodingOptions(language="en", token_choice="device")
+    heard, ends = [], []
+
+    def on_final(rows, results):
+        heard.append(list(rows))
+        ends.extend(zip(rows, results))
+
+    settled = decode_with_fallback(model, features, options, capture=True, audio_frames=frames,
+                                   on_final=on_final)
+    plain = decode_with_fallback(model, features, options, capture=True, audio_frames=frames)
+    # the two short windows first, the long ones when the pass ends
+    assert len(heard) >= 2 and sorted(heard[0]) == [0, 2] and sorted(sum(heard, [])) == [0, 1, 2, 3]
+    assert all(settled[row] is result for row, result in ends)
+    for a, b in zip(settled, plain):
+        assert a.tokens == b.tokens and a.text.strip()
+        np.testing.assert_allclose(np.asarray(a.attention, np.float32),
+                                   np.asarray(b.attention, np.float32), atol=1e-3)
+        np.testing.assert_allclose(a.log_norm, b.log_norm, atol=1e-4)
+
+
+def test_words_of_windows_final_mid_pass_are_those_of_a_pass_collected_at_its_end(
+        model, long_speech, monkeypatch):
+    """End to end, with the device loop: segments and words do not depend on whether windows
+    were taken while the pass went on."""
+    dec = importlib.import_module("lightning_align.decoding")
+    monkeypatch.setattr(dec.DecodingOptions, "tokens_on_device", lambda self: True)
+    early = la.transcribe(long_speech.audio, model=model, batch_size=8, word_timestamps=True)
+    real = dec.decode_batch
+    monkeypatch.setattr(dec, "decode_batch", lambda *a, settle=None, **k: real(*a, **k))
+    late = la.transcribe(long_speech.audio, model=model, batch_size=8, word_timestamps=True)
+    assert len(early["segments"]) >= 5
+    assert [(s["start"], s["end"], s["text"], s["words"]) for s in early["segments"]] == \
+        [(s["start"], s["end"], s["text"], s["words"]) for s in late["segments"]]
+
+
 def test_a_window_whose_timestamps_jump_is_decoded_again(model, long_speech, long_transcript,
                                                          monkeypatch):
     """A window's segments from the one that skipped speech on are dropped and the window is
