@@ -455,11 +455,17 @@ def test_words_of_windows_final_mid_pass_are_those_of_a_pass_collected_at_its_en
     were taken while the pass went on."""
     dec = importlib.import_module("lightning_align.decoding")
     monkeypatch.setattr(dec.DecodingOptions, "tokens_on_device", lambda self: True)
+    real, settled = dec.decode_batch, []
+
+    def counted(*a, settle=None, **k):
+        told = None if settle is None else (lambda rows, res: settled.extend(rows) or settle(rows, res))
+        return real(*a, settle=told, **k)
+
+    monkeypatch.setattr(dec, "decode_batch", counted)
     early = la.transcribe(long_speech.audio, model=model, batch_size=8, word_timestamps=True)
-    real = dec.decode_batch
     monkeypatch.setattr(dec, "decode_batch", lambda *a, settle=None, **k: real(*a, **k))
     late = la.transcribe(long_speech.audio, model=model, batch_size=8, word_timestamps=True)
-    assert len(early["segments"]) >= 5
+    assert settled and len(early["segments"]) >= 5
     assert [(s["start"], s["end"], s["text"], s["words"]) for s in early["segments"]] == \
         [(s["start"], s["end"], s["text"], s["words"]) for s in late["segments"]]
 
