@@ -36,13 +36,15 @@ def _layers(pairs: tuple[tuple[int, int], ...]) -> dict[int, mx.array]:
 
 class _Run:
     """Steps the compiled decoder wrote into one set of probe buffers (one batch composition):
-    per step, the original row id of each batch row (-1: finished, its scores unused)."""
+    per step, the original row id of each batch row (-1: finished, its scores unused), and,
+    once closed and read, its steps' picked and scaled queries (`AttentionProbe._entries`)."""
 
-    __slots__ = ("marks", "buffers")
+    __slots__ = ("marks", "buffers", "queries")
 
     def __init__(self):
         self.marks: list[np.ndarray] = []
         self.buffers: tuple[mx.array, ...] = ()
+        self.queries: mx.array | None = None
 
 
 class AttentionProbe:
@@ -129,13 +131,15 @@ class AttentionProbe:
             if not n or not run.buffers:
                 continue
             ids.extend(run.marks)
-            picked = []
-            for buf, layer in zip(run.buffers, self._order):
-                b = buf.shape[0]
-                p = buf[:, :n].reshape(b, n, self.n_head, -1)[:, :, self.layers[layer]]
-                picked.append(p.swapaxes(0, 1).reshape(n * b, p.shape[2], p.shape[3]))
-            heads = mx.concatenate(picked, axis=1)
-            parts.append(heads * heads.shape[-1] ** -0.5)
+            if run.queries is None:  # a closed run's buffers never change: picked once
+                picked = []
+                for buf, layer in zip(run.buffers, self._order):
+                    b = buf.shape[0]
+                    p = buf[:, :n].reshape(b, n, self.n_head, -1)[:, :, self.layers[layer]]
+                    picked.append(p.swapaxes(0, 1).reshape(n * b, p.shape[2], p.shape[3]))
+                heads = mx.concatenate(picked, axis=1)
+                run.queries = heads * heads.shape[-1] ** -0.5
+            parts.append(run.queries)
         return (np.concatenate(ids) if ids else np.zeros(0, int)), parts
 
     def per_row(self, n_rows: int, skip: np.ndarray | None = None,

@@ -534,7 +534,7 @@ def decode_batch(wm: WhisperModel, features: mx.array, options: DecodingOptions,
                            temps, rng, sample_len, stops)
 
     n_total = tokens.n_rows
-    results = [result(row, *tokens.of(row)) for row in range(n_total)]
+    results = [settled.get(row) or result(row, *tokens.of(row)) for row in range(n_total)]
     if probe:
         results = _with_attention(results, probe, stops if rungs is not None else None, options,
                                   settled)
@@ -581,7 +581,7 @@ def _with_attention(results: list[WindowResult], probe: AttentionProbe, stops: "
         unused = np.array([rung[r] > first_pass.get(window[r], rung[r]) for r in range(len(results))])
     unused[list(settled)] = True
     attention, norms = probe.per_row(len(results), unused)
-    return [settled.get(i) or replace(r, attention=a, log_norm=n)
+    return [r if i in settled else replace(r, attention=a, log_norm=n)
             for i, (r, a, n) in enumerate(zip(results, attention, norms))]
 
 
