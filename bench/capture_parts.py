@@ -1,0 +1,111 @@
+"""Where keeping the attention costs: segment-only, capture, capture without mid-pass settling,
+and words, in alternating order in one process.
+
+    python -m bench.capture_parts AUDIO.npy [--rounds 6] [--seconds S] [--emulate]
+
+Each run prints its `total` and `decode_end` (seconds from the start of `transcribe`) and the
+host time spent inside the probe's calls that wait for the device: `open` (new query buffers
+at the start and at each shrink), `ended_rows` (the attention of rows settled mid-pass),
+`per_row` (the collection at the end of a pass) and `host_views` (segments' attention copied
+off the device). Then medians per configuration and each one's overhead over segment-only,
+paired round by round. What capture costs beyond these calls is spent in the decoding steps
+themselves. `--emulate` runs the device loop on a CPU (for testing the harness only: the
+CPU's figures say nothing about a GPU's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import importlib
+import statistics
+import time
+
+from . import systems
+from .throughput import load_samples
+
+CONFIGS = {"seg": dict(keep_attention=False), "capture": {}, "capture-nosettle": {},
+           "words": dict(word_timestamps=True)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("audio")
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--seconds", type=float, default=None, help="use only the first S seconds")
+    p.add_argument("--emulate", action="store_true")
+    args = p.parse_args(argv)
+
+    import lightning_align as la
+
+    dec = importlib.import_module("lightning_align.decoding")
+    cap = importlib.import_module("lightning_align.capture")
+    tr = importlib.import_module("lightning_align.transcribe")
+    if args.emulate:
+        dec.DecodingOptions.tokens_on_device = lambda self: True
+    spent: collections.Counter = collections.Counter()
+
+    def timed(owner, name: str) -> None:
+        fn = getattr(owner, name)
+
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[name] += time.perf_counter() - t
+        setattr(owner, name, wrapper)
+
+    for name in ("open", "ended_rows", "per_row"):
+        timed(cap.AttentionProbe, name)
+    timed(tr, "host_views")
+    marks: dict[str, float] = {}
+    decode = tr.decode_with_fallback
+
+    def timed_decode(*a, **k):
+        out = decode(*a, **k)
+        marks["decode_end"] = time.perf_counter()
+        return out
+    tr.decode_with_fallback = timed_decode
+    settle = {"on": True}
+    decode_batch = dec.decode_batch
+
+    def maybe_settling(*a, **k):
+        if not settle["on"]:
+            k["settle"] = None
+        return decode_batch(*a, **k)
+    dec.decode_batch = maybe_settling
+
+    samples = load_samples(args.audio)
+    if args.seconds:
+        samples = samples[: int(args.seconds * 16000)]
+    wm = la.load_model(str(systems.ct2_dir()))
+    for config in CONFIGS.values():  # warm-up: compile every graph once
+        la.transcribe(samples, model=wm, **config)
+    runs: dict[str, list[dict]] = collections.defaultdict(list)
+    for r in range(args.rounds):
+        order = list(CONFIGS) if r % 2 == 0 else list(CONFIGS)[::-1]
+        for name in order:
+            settle["on"] = name != "capture-nosettle"
+            spent.clear()
+            marks.clear()
+            t0 = time.perf_counter()
+            la.transcribe(samples, model=wm, **CONFIGS[name])
+            row = dict(total=time.perf_counter() - t0, decode_end=marks["decode_end"] - t0,
+                       **spent)
+            runs[name].append(row)
+            print(name, r, {k: round(v, 4) for k, v in row.items()}, flush=True)
+    for name, rows in runs.items():
+        keys = sorted({k for row in rows for k in row})
+        print("median", name, {k: round(statistics.median(row.get(k, 0.0) for row in rows), 4)
+                               for k in keys})
+    for name in CONFIGS:
+        if name != "seg":
+            ratios = [a["total"] / b["total"] - 1 for a, b in zip(runs[name], runs["seg"])]
+            print(f"paired over seg {name}: {statistics.median(ratios) * 100:+.1f} %",
+                  "(" + ", ".join(f"{q * 100:+.0f}" for q in ratios) + ")")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
