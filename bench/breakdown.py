@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from contextlib import contextmanager
 
 import numpy as np
 
 from . import systems
+from .instrument import add_time, time_calls
 from .throughput import load_samples
 
 
@@ -38,19 +38,8 @@ def main(argv=None) -> int:
     wm = la.load_model(str(systems.ct2_dir()))
     totals: dict[str, float] = {}
 
-    @contextmanager
     def timed(name):
-        t = time.perf_counter()
-        yield
-        totals[name] = totals.get(name, 0.0) + time.perf_counter() - t
-
-    def wrap(module, attr, name):
-        original = getattr(module, attr)
-
-        def wrapper(*a, **k):
-            with timed(name):
-                return original(*a, **k)
-        setattr(module, attr, wrapper)
+        return add_time(totals, name)
 
     original_batch = decoding.decode_batch
 
@@ -75,11 +64,11 @@ def main(argv=None) -> int:
             return original_decode(*a, **k)
     tr._batches, tr.decode_with_fallback = batches, decode_with_fallback
 
-    wrap(tr, "log_mel_window", "mel")
-    wrap(tr, "window_segments", "segments+capture finalize")
-    wrap(decoding, "select_tokens", "token selection (host)")
-    wrap(align_mod, "_solve", "align: matrix+dtw+words")
-    wrap(align_mod, "_gather_attention", "align: cache lookups")
+    time_calls(tr, "log_mel_window", totals, "mel")
+    time_calls(tr, "window_segments", totals, "segments+capture finalize")
+    time_calls(decoding, "select_tokens", totals, "token selection (host)")
+    time_calls(align_mod, "_solve", totals, "align: matrix+dtw+words")
+    time_calls(align_mod, "_gather_attention", totals, "align: cache lookups")
     original_encode = tr._encode
 
     def encode(wm_, pieces):

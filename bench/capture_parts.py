@@ -22,6 +22,7 @@ import statistics
 import time
 
 from . import systems
+from .instrument import mark_return, time_calls
 from .throughput import load_samples
 
 CONFIGS = {"seg": dict(keep_attention=False), "capture": {}, "capture-nosettle": {},
@@ -43,30 +44,12 @@ def main(argv=None) -> int:
     tr = importlib.import_module("lightning_align.transcribe")
     if args.emulate:
         dec.DecodingOptions.tokens_on_device = lambda self: True
-    spent: collections.Counter = collections.Counter()
-
-    def timed(owner, name: str) -> None:
-        fn = getattr(owner, name)
-
-        def wrapper(*a, **k):
-            t = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                spent[name] += time.perf_counter() - t
-        setattr(owner, name, wrapper)
-
+    spent: dict[str, float] = {}
     for name in ("open", "ended_rows", "per_row"):
-        timed(cap.AttentionProbe, name)
-    timed(tr, "host_views")
+        time_calls(cap.AttentionProbe, name, spent)
+    time_calls(tr, "host_views", spent)
     marks: dict[str, float] = {}
-    decode = tr.decode_with_fallback
-
-    def timed_decode(*a, **k):
-        out = decode(*a, **k)
-        marks["decode_end"] = time.perf_counter()
-        return out
-    tr.decode_with_fallback = timed_decode
+    mark_return(tr, "decode_with_fallback", marks, "decode_end")
     settle = {"on": True}
     decode_batch = dec.decode_batch
 

@@ -17,6 +17,7 @@ import statistics
 import time
 
 from . import systems
+from .instrument import mark_return
 from .throughput import load_samples
 
 
@@ -32,19 +33,15 @@ def main(argv=None) -> int:
     tr = importlib.import_module("lightning_align.transcribe")
     wm = la.load_model(str(systems.ct2_dir()))
     marks: dict[str, float] = {}
-    decode, align = tr.decode_with_fallback, tr._align_segments
-
-    def timed_decode(*a, **k):
-        out = decode(*a, **k)
-        marks["decode_end"] = time.perf_counter()
-        return out
+    mark_return(tr, "decode_with_fallback", marks, "decode_end")
+    align = tr._align_segments
 
     def timed_align(segments):
         marks.setdefault("align_first", time.perf_counter())
         align(segments)
         marks["align_end"] = time.perf_counter()
 
-    tr.decode_with_fallback, tr._align_segments = timed_decode, timed_align
+    tr._align_segments = timed_align
     for tile in args.tiles:
         samples = load_samples(args.audio, tile)
         for words in (True, False):  # warm-up

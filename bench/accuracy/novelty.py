@@ -28,13 +28,11 @@ FRAMES_PER_S = 50
 def novelty(h: np.ndarray, k: int) -> np.ndarray:
     """(frames, C) encoder output -> (frames,) cosine distance between the mean of the k
     frames before each frame and of the k from it on; 0 where either side is short."""
-    n = len(h)
-    out = np.zeros(n)
+    out = np.zeros(len(h))
     c = np.concatenate([np.zeros((1, h.shape[1])), np.cumsum(h, 0)])
-    for t in range(k, n - k + 1):
-        a = (c[t] - c[t - k]) / k
-        b = (c[t + k] - c[t]) / k
-        out[t] = 1 - (a @ b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9)
+    t = np.arange(k, len(h) - k + 1)
+    a, b = (c[t] - c[t - k]) / k, (c[t + k] - c[t]) / k
+    out[t] = 1 - (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-9)
     return out
 
 
