@@ -233,6 +233,27 @@ def test_calibration_and_evaluation_texts_are_disjoint():
     assert not calibration & set(datasets.EVALUATION_TEXTS)
 
 
+def test_real_texts_are_spelled_as_the_aligner_dictionary_spells_them():
+    from bench.accuracy.datasets import _aligner_text
+
+    assert (_aligner_text('the Gutenberg, or "forty-two line Bible" -- I\'m sure.')
+            == "the gutenberg or forty two line bible i'm sure")
+
+
+def test_real_clips_at_other_rates_are_resampled_to_16_khz(tmp_path):
+    """LJSpeech's 22.05 kHz clips: same duration and tone at 16 kHz."""
+    import soundfile as sf
+
+    from bench.accuracy.datasets import _load_real
+
+    t = np.arange(22050 * 2) / 22050
+    sf.write(tmp_path / "a.wav", 0.5 * np.sin(2 * np.pi * 440 * t), 22050)
+    x = _load_real(tmp_path / "a.wav")
+    assert x.dtype == np.float32 and len(x) == 32000
+    spectrum = np.abs(np.fft.rfft(x[4000:-4000]))
+    assert abs(np.argmax(spectrum) * 16000 / len(x[4000:-4000]) - 440) < 2
+
+
 @pytest.fixture(scope="module")
 def noisy_speech():
     a = synthesize("Seventeen ships left the harbour at dawn.", voice="en-gb", rate_wpm=190,

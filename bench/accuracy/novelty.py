@@ -1,6 +1,6 @@
 """Experiment (session 19, not a default): encoder novelty as a cost for starting words.
 
-    python -m bench.accuracy.novelty [--k 2] [--lam 0.3 0.8] [--floor -3]
+    python -m bench.accuracy.novelty [--k 2] [--lam 0.3 0.8] [--floor -3] [--sets ...]
 
 Needs the stored transcripts (`python -m bench.accuracy.transcripts calibration evaluation
 real`). For each window of each stored clip the encoder runs again; a frame's novelty is the
@@ -63,6 +63,8 @@ def main(argv=None) -> int:
     p.add_argument("--lam", type=float, nargs="+", default=[0.3, 0.8])
     p.add_argument("--floor", type=float, default=-3.0)
     p.add_argument("--model", default="tiny.en")
+    p.add_argument("--sets", nargs="+", default=["calibration", "evaluation", "real"],
+                   help="stored sets to score (real-more: the larger real-speech set)")
     args = p.parse_args(argv)
 
     import lightning_align as la
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
     align_module = sys.modules["lightning_align.align"]
     onset_costs = align_module.onset_costs
     wm = la.load_model(args.model)
-    sets = {name: transcripts.load(name, wm) for name in ("calibration", "evaluation", "real")}
+    sets = {name: transcripts.load(name, wm) for name in args.sets}
     grids = {id(clip.audio): clip_novelty(wm, clip, live, args.k)
              for stored in sets.values() for clip, live in stored}
     lam = {"now": 0.0}
@@ -100,7 +102,7 @@ def main(argv=None) -> int:
                 la.align(live, force=True, audio=clip.audio)
                 pairs.append((clip.words, [w for s in live for w in s["words"]]))
             sc = metrics.score(pairs)
-            line.append(f"{name[:4]} {sc.starts.mae_ms:5.1f} {sc.starts.within[50] * 100:4.1f}% | "
+            line.append(f"{name[:4] if name != 'real-more' else 'more'} {sc.starts.mae_ms:5.1f} {sc.starts.within[50] * 100:4.1f}% | "
                         f"{sc.ends.mae_ms:5.1f} {sc.ends.within[50] * 100:4.1f}%")
         print(f"{'default' if not value else f'lam {value}':10s}", "  ".join(line), flush=True)
     return 0

