@@ -1,5 +1,6 @@
 """Where keeping the attention costs: segment-only, capture, capture without mid-pass settling,
-and words, in alternating order in one process.
+capture settling without the side stream and the deeper queue (as before 2026-12-07), and
+words with and without them, in alternating order in one process.
 
     python -m bench.capture_parts AUDIO.npy [--rounds 6] [--seconds S] [--emulate]
 
@@ -26,7 +27,8 @@ from .instrument import mark_return, time_calls
 from .throughput import load_samples
 
 CONFIGS = {"seg": dict(keep_attention=False), "capture": {}, "capture-nosettle": {},
-           "words": dict(word_timestamps=True)}
+           "capture-noside": {}, "words": dict(word_timestamps=True),
+           "words-noside": dict(word_timestamps=True)}
 
 
 def main(argv=None) -> int:
@@ -58,6 +60,10 @@ def main(argv=None) -> int:
             k["settle"] = None
         return decode_batch(*a, **k)
     dec.decode_batch = maybe_settling
+    side_stream, settle_ahead = cap.side_stream, dec.SETTLE_AHEAD_STEPS
+
+    def main_stream():
+        return la.backend.mx.default_stream(la.backend.mx.default_device())
 
     samples = load_samples(args.audio)
     if args.seconds:
@@ -70,6 +76,9 @@ def main(argv=None) -> int:
         order = list(CONFIGS) if r % 2 == 0 else list(CONFIGS)[::-1]
         for name in order:
             settle["on"] = name != "capture-nosettle"
+            side = not name.endswith("-noside")
+            cap.side_stream = side_stream if side else main_stream
+            dec.SETTLE_AHEAD_STEPS = settle_ahead if side else 0
             spent.clear()
             marks.clear()
             t0 = time.perf_counter()

@@ -25,6 +25,21 @@ from .kernels.onepass import softmax_weights
 
 CAPTURE_MARGIN_S = 1.0  # attention frames kept beyond a segment's decoded start and end (s)
 
+_side_streams: dict[str, mx.Stream] = {}
+
+
+def side_stream() -> mx.Stream:
+    """A second stream on the default device, for what the host reads while decoding steps are
+    queued (`AttentionProbe.ended_rows`, `host_views`). Waiting for work on the default stream
+    waits for every step queued before it, and the device then idles until the host queues
+    more; on this stream it waits for that work alone, which needs only finished steps'
+    buffers, and the queued steps keep the device busy meanwhile."""
+    device = mx.default_device()
+    stream = _side_streams.get(str(device))
+    if stream is None:
+        stream = _side_streams[str(device)] = mx.new_stream(device)
+    return stream
+
 
 def _layers(pairs: tuple[tuple[int, int], ...]) -> dict[int, mx.array]:
     """{layer: head indices} for sorted (layer, head) pairs, as the decoder's probe expects."""
@@ -152,11 +167,12 @@ class AttentionProbe:
 
     def ended_rows(self, rows: np.ndarray, n_rows: int) -> tuple[list[RowScores], list[np.ndarray]]:
         """`per_row` for `rows` alone (original ids of rows that left the batch before the
-        buffers now open), while the decode goes on: from the closed runs only. It
-        waits for the steps queued before it."""
+        buffers now open), while the decode goes on: from the closed runs only, on the
+        `side_stream`, so it waits for its own products, not for the steps queued before it."""
         skip = np.ones(n_rows, bool)
         skip[np.asarray(rows, np.int64)] = False
-        scores, norms = self._scores(*self._entries(closed_only=True), n_rows, skip)
+        with mx.stream(side_stream()):
+            scores, norms = self._scores(*self._entries(closed_only=True), n_rows, skip)
         return [scores[r] for r in rows], [norms[r] for r in rows]
 
     def _scores(self, row_ids: np.ndarray, parts: list[mx.array], n_rows: int,
@@ -197,8 +213,10 @@ class RowScores:
         self.shape = (n,) + tuple(scores.shape[1:])
 
     def part(self, r0: int, r1: int, f0: int, f1: int) -> mx.array:
-        """Steps [r0, r1) and frames [f0, f1), (steps, heads, frames): lazy, on the device."""
-        return self._scores[self._start + r0 : self._start + r1, :, f0:f1]
+        """Steps [r0, r1) and frames [f0, f1), (steps, heads, frames): lazy, on the device (on
+        the `side_stream`, as `host_views` reads it)."""
+        with mx.stream(side_stream()):
+            return self._scores[self._start + r0 : self._start + r1, :, f0:f1]
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         rows = np.array(self._scores[self._start : self._start + self.shape[0]])
@@ -210,11 +228,13 @@ def host_views(parts: list[mx.array]) -> list[np.ndarray]:
     synchronization for all, however many parts. The views share that buffer (on CUDA, managed
     memory whose pages move to the host as they are read): copy them before keeping them,
     which needs no MLX call and so may happen on another thread
-    (`transcribe.fetch_attention`)."""
+    (`transcribe.fetch_attention`). The gather runs on the `side_stream`: mid-pass, the decoding
+    steps queued meanwhile go on."""
     if not parts:
         return []
-    flat = mx.concatenate([p.reshape(-1) for p in parts]) if len(parts) > 1 else parts[0].reshape(-1)
-    host = np.asarray(flat)
+    with mx.stream(side_stream()):
+        flat = mx.concatenate([p.reshape(-1) for p in parts]) if len(parts) > 1 else parts[0].reshape(-1)
+        host = np.asarray(flat)
     out, at = [], 0
     for p in parts:
         size = int(np.prod(p.shape))

@@ -727,6 +727,10 @@ def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok
 
 
 LOOKAHEAD_STEPS = 2  # steps queued on the device ahead of the one the host reads
+# More steps queued before the host hands settled rows over (`settling`): their attention
+# comes off the device on a side stream, and the host's work on them (segments, the copy)
+# takes longer than two steps; the device decodes the extra ones meanwhile.
+SETTLE_AHEAD_STEPS = 4
 
 
 def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, tok, temps,
@@ -781,7 +785,8 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
     issued = 1
     dropped: list[np.ndarray] = []  # rows the batch let go, not yet told to `settling`
     while alive.any():
-        while issued < sample_len and len(queue) <= LOOKAHEAD_STEPS:
+        ahead = LOOKAHEAD_STEPS + (SETTLE_AHEAD_STEPS if dropped and settling is not None else 0)
+        while issued < sample_len and len(queue) <= ahead:
             chosen, lp, alive_out, next_tokens, rules_out, offset, key, written = step_fn.choose(
                 *carry, temps_mx, state, suppress_mx, special,
                 *((probe.buffers, probe.base) if probe else ()))
