@@ -102,7 +102,8 @@ def main(argv=None) -> int:
                 la.align(live, force=True, audio=clip.audio)
                 pairs.append((clip.words, [w for s in live for w in s["words"]]))
             sc = metrics.score(pairs)
-            line.append(f"{name[:4] if name != 'real-more' else 'more'} {sc.starts.mae_ms:5.1f} {sc.starts.within[50] * 100:4.1f}% | "
+            label = "more" if name == "real-more" else name[:4]
+            line.append(f"{label} {sc.starts.mae_ms:5.1f} {sc.starts.within[50] * 100:4.1f}% | "
                         f"{sc.ends.mae_ms:5.1f} {sc.ends.within[50] * 100:4.1f}%")
         print(f"{'default' if not value else f'lam {value}':10s}", "  ".join(line), flush=True)
     return 0

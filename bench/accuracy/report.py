@@ -82,7 +82,8 @@ def report(model: str | None = None, with_peers: bool = True, log=print) -> str:
 
 def more_real_block(wm, peer_list, log=print) -> list[str]:
     """The larger real-speech set (`datasets.more_real_clips`) against its pocketsphinx
-    reference, as markdown lines; none where its archives cannot be had."""
+    reference, as markdown lines (a line saying it was skipped where its archives cannot be
+    had)."""
     more = datasets.more_real_clips()
     if more is None:
         return ["#### More real speech\n", "Its archives are not available here: skipped.", ""]
