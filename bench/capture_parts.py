@@ -2,7 +2,7 @@
 capture settling without the side stream and the deeper queue (as before 2026-12-07), and
 words with and without them, in alternating order in one process.
 
-    python -m bench.capture_parts AUDIO.npy [--rounds 6] [--seconds S] [--emulate]
+    python -m bench.capture_parts AUDIO.npy [--rounds 6] [--seconds S] [--emulate] [--configs ...]
 
 Each run prints its `total` and `decode_end` (seconds from the start of `transcribe`) and the
 host time spent inside the probe's calls that wait for the device: `open` (new query buffers
@@ -37,7 +37,10 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--seconds", type=float, default=None, help="use only the first S seconds")
     p.add_argument("--emulate", action="store_true")
+    p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
+                   help="run only these (seg is always run: overheads are over it)")
     args = p.parse_args(argv)
+    configs = {name: CONFIGS[name] for name in CONFIGS if name in args.configs or name == "seg"}
 
     import lightning_align as la
 
@@ -69,11 +72,11 @@ def main(argv=None) -> int:
     if args.seconds:
         samples = samples[: int(args.seconds * 16000)]
     wm = la.load_model(str(systems.ct2_dir()))
-    for config in CONFIGS.values():  # warm-up: compile every graph once
+    for config in configs.values():  # warm-up: compile every graph once
         la.transcribe(samples, model=wm, **config)
     runs: dict[str, list[dict]] = collections.defaultdict(list)
     for r in range(args.rounds):
-        order = list(CONFIGS) if r % 2 == 0 else list(CONFIGS)[::-1]
+        order = list(configs) if r % 2 == 0 else list(configs)[::-1]
         for name in order:
             settle["on"] = name != "capture-nosettle"
             side = not name.endswith("-noside")
@@ -82,7 +85,7 @@ def main(argv=None) -> int:
             spent.clear()
             marks.clear()
             t0 = time.perf_counter()
-            la.transcribe(samples, model=wm, **CONFIGS[name])
+            la.transcribe(samples, model=wm, **configs[name])
             row = dict(total=time.perf_counter() - t0, decode_end=marks["decode_end"] - t0,
                        **spent)
             runs[name].append(row)
@@ -91,7 +94,7 @@ def main(argv=None) -> int:
         keys = sorted({k for row in rows for k in row})
         print("median", name, {k: round(statistics.median(row.get(k, 0.0) for row in rows), 4)
                                for k in keys})
-    for name in CONFIGS:
+    for name in configs:
         if name != "seg":
             ratios = [a["total"] / b["total"] - 1 for a, b in zip(runs[name], runs["seg"])]
             print(f"paired over seg {name}: {statistics.median(ratios) * 100:+.1f} %",
