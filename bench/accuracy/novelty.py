@@ -95,16 +95,9 @@ def main(argv=None) -> int:
     for value in [0.0] + args.lam:
         lam["now"] = value
         refine._envelopes.clear()
-        line = []
-        for name, stored in sets.items():
-            pairs = []
-            for clip, live in stored:
-                la.align(live, force=True, audio=clip.audio)
-                pairs.append((clip.words, [w for s in live for w in s["words"]]))
-            sc = metrics.score(pairs)
-            label = "more" if name == "real-more" else name[:4]
-            line.append(f"{label} {sc.starts.mae_ms:5.1f} {sc.starts.within[50] * 100:4.1f}% | "
-                        f"{sc.ends.mae_ms:5.1f} {sc.ends.within[50] * 100:4.1f}%")
+        line = [f"{'more' if name == 'real-more' else name[:4]} "
+                f"{metrics.brief(metrics.score(transcripts.realign(stored)))}"
+                for name, stored in sets.items()]
         print(f"{'default' if not value else f'lam {value}':10s}", "  ".join(line), flush=True)
     return 0
 

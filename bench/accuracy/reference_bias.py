@@ -33,16 +33,12 @@ def main(argv=None) -> int:
           f"{ref.starts.within[50] * 100:.1f} % within 50 ms, start lag {start_bias * 1000:+.1f} ms, "
           f"end lag {end_bias * 1000:+.1f} ms")
     for name in ("real", "real-more"):
-        stored = transcripts.load(name, wm)
+        pairs = transcripts.realign(transcripts.load(name, wm))
         for label, shift in (("reference as is", (0.0, 0.0)),
                              ("its bias taken out", (-start_bias, -end_bias))):
-            pairs = []
-            for clip, live in stored:
-                la.align(live, force=True, audio=clip.audio)
-                shifted = tuple(TimedWord(w.word, w.start + shift[0], w.end + shift[1],
-                                          w.score_start, w.score_end) for w in clip.words)
-                pairs.append((shifted, [w for s in live for w in s["words"]]))
-            sc = metrics.score(pairs)
+            sc = metrics.score([(tuple(TimedWord(w.word, w.start + shift[0], w.end + shift[1],
+                                                 w.score_start, w.score_end) for w in ref), words)
+                                for ref, words in pairs])
             print(f"{name:9s} {label:18s} starts {sc.starts.mae_ms:5.1f} ms "
                   f"{sc.starts.within[50] * 100:4.1f} % lag {sc.starts.mean_signed_ms:+3.0f} | ends "
                   f"{sc.ends.mae_ms:5.1f} ms {sc.ends.within[50] * 100:4.1f} % lag "

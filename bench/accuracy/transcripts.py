@@ -1,5 +1,6 @@
 """Transcripts with their captured attention, kept on disk so that alignment experiments re-run
-only the alignment (no decoder): `python -m bench.accuracy.transcripts [calibration evaluation real real-more]`.
+only the alignment (no decoder):
+`python -m bench.accuracy.transcripts [calibration evaluation real real-more]`.
 
 Each clip's transcript is decoded once (all decoder heads captured, so any head choice can be
 tried) and pickled with its segments' decoding sources and attention entries under
@@ -73,6 +74,17 @@ def load(name: str, wm: la.WhisperModel) -> list[tuple[datasets.Clip, list[Segme
     # the stored entries' head order is the store's captured heads
     assert all(tuple(wm.captured_heads) == tuple(r[3]) for r in rows), "captured heads differ"
     return out
+
+
+def realign(stored: list[tuple[datasets.Clip, list[Segment]]], options: la.AlignOptions | None = None
+            ) -> list[tuple[tuple, list[dict]]]:
+    """[(reference words, words)] per clip of a set from `load`, its segments aligned again
+    from their cache with `options` (the default method where None)."""
+    pairs = []
+    for clip, live in stored:
+        la.align(live, force=True, audio=clip.audio, options=options)
+        pairs.append((clip.words, [w for s in live for w in s["words"]]))
+    return pairs
 
 
 if __name__ == "__main__":
