@@ -48,7 +48,7 @@ def drop_stale_cache(here: Path = Path(__file__).parent) -> bool:
 drop_stale_cache()
 
 from .dtw import dtw, dtw_batch  # noqa: E402
-from .matrix import alignment_matrix  # noqa: E402
+from .matrix import alignment_matrix, token_contrast  # noqa: E402
 from .median import median_filter  # noqa: E402
 
-__all__ = ["alignment_matrix", "dtw", "dtw_batch", "median_filter"]
+__all__ = ["alignment_matrix", "dtw", "dtw_batch", "median_filter", "token_contrast"]

@@ -22,7 +22,7 @@ from numba.extending import intrinsic, overload
 
 from .median import _check_width, _median_network, _median_row, _reflect_edges
 
-__all__ = ["alignment_matrix"]
+__all__ = ["alignment_matrix", "token_contrast"]
 
 
 def _native_half_conversion() -> bool:
@@ -237,4 +237,44 @@ def alignment_matrix(weights: np.ndarray, width: int,
     lo, hi, mode = _median_network(width)
     if not _alignment(w, width, lo, hi, mode, hw, np.float32(hw.sum()), out):
         raise ValueError("alignment_matrix weights contain NaN or inf")
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _contrast(matrix, rows, amount, out):
+    """`token_contrast` into `out` (a copy of `matrix`): the rows listed in `rows` (ascending)
+    gain `amount` x their excess over each listed row next to them."""
+    for k in range(len(rows)):
+        r = rows[k]
+        o = out[r]
+        m = matrix[r]
+        if k > 0 and rows[k - 1] == r - 1:
+            p = matrix[r - 1]
+            for f in range(matrix.shape[1]):
+                o[f] += amount * (m[f] - p[f])
+        if k + 1 < len(rows) and rows[k + 1] == r + 1:
+            n = matrix[r + 1]
+            for f in range(matrix.shape[1]):
+                o[f] += amount * (m[f] - n[f])
+
+
+def token_contrast(matrix: np.ndarray, rows: np.ndarray, amount: float) -> np.ndarray:
+    """Sharpen an alignment matrix (tokens x frames) along its token axis.
+
+    Each row r listed in `rows` (ascending row indices: a segment's text tokens) becomes
+    m[r] + amount * sum over its listed neighbours q = r - 1, r + 1 of (m[r] - m[q]), read from
+    the input, so a token scores highest at the frames it is attended *more than the tokens
+    beside it*, not merely where it is attended; rows not listed (timestamps, the row after
+    the text) neither change nor count as neighbours. amount = 0 returns a copy.
+    Returns a new float32 matrix; the input is not modified.
+    """
+    m = np.ascontiguousarray(matrix, dtype=np.float32)
+    r = np.ascontiguousarray(rows, dtype=np.int64)
+    if m.ndim != 2:
+        raise ValueError(f"token_contrast needs a (tokens, frames) matrix, got shape {m.shape}")
+    if r.ndim != 1 or (len(r) and (r.min() < 0 or r.max() >= m.shape[0] or np.any(np.diff(r) <= 0))):
+        raise ValueError(f"token_contrast: rows must be ascending indices below {m.shape[0]}")
+    out = m.copy()
+    if amount != 0 and len(r) > 1:
+        _contrast(m, r, np.float32(amount), out)
     return out

@@ -21,7 +21,7 @@ from numba import njit, prange
 
 from .boundaries import snap_to_dips, snap_words, speech_spans
 from .dtw import _backtrace, _fill
-from .matrix import _alignment, _half_to_float32
+from .matrix import _alignment, _contrast, _half_to_float32
 
 __all__ = ["onepass_words", "onepass_words_parallel", "onset_costs", "percentile64",
            "softmax_weights"]
@@ -247,7 +247,7 @@ def _entered(matrix, enter, enter_cost, first):
 def onepass_words(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w, total,
                   width, net_lo, net_hi, net_mode, frame0, anchor, text_rows, text_at, probs,
                   word_bounds, word_at, sentence_end, keep, bounds, last_speech, lags, heuristics,
-                  onset_scale, has_signal, db, fine_db, n_samples, refine, dips, params,
+                  onset_scale, contrast, has_signal, db, fine_db, n_samples, refine, dips, params,
                   word_start, word_end, word_prob, seg_bounds, status):
     """Align segments s = 0..S-1 of one recording (arrays packed end to end, `*_at[s]` where
     segment s's part begins; `*_at` have S + 1 entries).
@@ -265,7 +265,8 @@ def onepass_words(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads,
         kept after punctuation merging.
     bounds[s] = decoded (start, end); last_speech[s]: end of speech before it; lags[s] =
         (start shift, end shift, 1 to apply).
-    onset_scale: the onset cost (0: off); has_signal: the recording's samples are known (else
+    onset_scale: the onset cost (0: off); contrast: `matrix.token_contrast` over each segment's
+        text rows (0: off); has_signal: the recording's samples are known (else
         no onset costs and no refinement); db / fine_db: its 10 ms / 5 ms levels
         (`refine.Envelope`); n_samples: its length.
     params: refine options (speech_db, below_peak_db, floor_percentile, min_pause_s, reach_s,
@@ -279,7 +280,7 @@ def onepass_words(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads,
         _one_segment(s, scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w,
                      total, width, net_lo, net_hi, net_mode, frame0, anchor, text_rows, text_at,
                      probs, word_bounds, word_at, sentence_end, keep, bounds, last_speech, lags,
-                     heuristics, onset_scale, has_signal, db, fine_db, n_samples, refine, dips,
+                     heuristics, onset_scale, contrast, has_signal, db, fine_db, n_samples, refine, dips,
                      params, word_start, word_end, word_prob, seg_bounds, status)
 
 
@@ -287,7 +288,7 @@ def onepass_words(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads,
 def onepass_words_parallel(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w,
                            total, width, net_lo, net_hi, net_mode, frame0, anchor, text_rows,
                            text_at, probs, word_bounds, word_at, sentence_end, keep, bounds,
-                           last_speech, lags, heuristics, onset_scale, has_signal, db, fine_db,
+                           last_speech, lags, heuristics, onset_scale, contrast, has_signal, db, fine_db,
                            n_samples, refine, dips, params, word_start, word_end, word_prob,
                            seg_bounds, status):
     """`onepass_words` with its segments spread over numba's threads (`numba.set_num_threads`
@@ -297,7 +298,7 @@ def onepass_words_parallel(scores16, score_at, log_norm, norm_at, shapes, n_head
         _one_segment(s, scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w,
                      total, width, net_lo, net_hi, net_mode, frame0, anchor, text_rows, text_at,
                      probs, word_bounds, word_at, sentence_end, keep, bounds, last_speech, lags,
-                     heuristics, onset_scale, has_signal, db, fine_db, n_samples, refine, dips,
+                     heuristics, onset_scale, contrast, has_signal, db, fine_db, n_samples, refine, dips,
                      params, word_start, word_end, word_prob, seg_bounds, status)
 
 
@@ -305,7 +306,7 @@ def onepass_words_parallel(scores16, score_at, log_norm, norm_at, shapes, n_head
 def _one_segment(s, scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w, total,
                  width, net_lo, net_hi, net_mode, frame0, anchor, text_rows, text_at, probs,
                  word_bounds, word_at, sentence_end, keep, bounds, last_speech, lags, heuristics,
-                 onset_scale, has_signal, db, fine_db, n_samples, refine, dips, params, word_start,
+                 onset_scale, contrast, has_signal, db, fine_db, n_samples, refine, dips, params, word_start,
                  word_end, word_prob, seg_bounds, status):
     """Align segment `s` of `onepass_words`'s arguments into its slices of the outputs."""
     rows, frames = shapes[s, 0], shapes[s, 1]
@@ -325,6 +326,8 @@ def _one_segment(s, scores16, score_at, log_norm, norm_at, shapes, n_heads, head
         return
     if anchor[s, 2] != 0:
         _anchor(matrix, frame0[s], anchor[s, 0], anchor[s, 1])
+    if contrast > 0:
+        _contrast(matrix.copy(), text_rows[t_lo : t_hi - 1], np.float32(contrast), matrix)
     # words other than the first pay the onset cost to start
     enter = np.zeros(rows, np.uint8)
     enter_cost = np.zeros(frames)

@@ -20,7 +20,7 @@ from .calibration import CALIBRATION_FILE, Calibration, calibration  # noqa: F40
 from .capture import CAPTURE_MARGIN_S, CapturedAttention, ForcedProbe, scores_and_normalizers
 from .errors import AlignmentError
 from .interop import as_segment_dicts
-from .kernels import alignment_matrix, dtw_batch
+from .kernels import alignment_matrix, dtw_batch, token_contrast
 from .mel import TOKENS_PER_SECOND, log_mel_window
 from .model import DecoderState
 from .models import WhisperModel, load_model
@@ -62,6 +62,10 @@ class AlignOptions:
         in units of the matrix's standardized attention: `onset_cost` x the signal's level
         there, 0 at the segment's floor and 1 at its peak (`refine.onset_costs`); word starts
         then prefer quiet frames where the attention leaves them a choice. 0 turns it off.
+    token_contrast: before the DTW, each text token's row of the matrix gains `token_contrast`
+        x its excess over the text tokens next to it (`kernels.token_contrast`), so a token
+        is placed where it is attended more than its neighbours, not merely where it is
+        attended (a short word then keeps less of the next one). 0 turns it off.
     Defaults are the switches that won on both the calibration and evaluation sets.
     """
 
@@ -74,17 +78,21 @@ class AlignOptions:
     calibration: "Calibration | None" = None
     dips: bool = True
     onset_cost: float = 1.0
+    token_contrast: float = 0.15
 
     def __post_init__(self):
-        if not (isinstance(self.onset_cost, (int, float)) and 0 <= self.onset_cost < float("inf")):
-            raise AlignmentError(f"onset_cost={self.onset_cost!r}: give a finite number >= 0 "
-                                 "(0 turns the onset cost off).")
+        for name in ("onset_cost", "token_contrast"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, (int, float))
+                                               and 0 <= value < float("inf")):
+                raise AlignmentError(f"{name}={value!r}: give a finite number >= 0 (0 turns "
+                                     "it off).")
 
     @classmethod
     def plain(cls) -> "AlignOptions":
         """openai-whisper's DTW on the captured attention, with no correction."""
         return cls(head_weights=False, lag=False, anchors=False, refine=False, dips=False,
-                   onset_cost=0.0)
+                   onset_cost=0.0, token_contrast=0.0)
 
 
 @dataclass(frozen=True)
@@ -406,8 +414,10 @@ def _onepass_group(job: _Job, width: int, eot: int, options: AlignOptions) -> No
     matrix = alignment_matrix(weights, width, None if cal is None else cal.head_weights)
     if options.anchors:
         matrix = _anchored(matrix, job, frame0, options.anchor_slack_s)
-    job.group = _Group(frame0, matrix, weights, entry.tokens, heads=heads)
     text_rows = [r for r, t in enumerate(entry.tokens) if 0 <= t < eot]
+    if options.token_contrast > 0:
+        matrix = token_contrast(matrix, np.array(text_rows, np.int64), options.token_contrast)
+    job.group = _Group(frame0, matrix, weights, entry.tokens, heads=heads)
     after = text_rows[-1] + 1 if text_rows else 0
     job.rows_for_text = np.array(text_rows + [min(after, len(entry.tokens) - 1)])
     job.token_logprobs = entry.token_logprobs[text_rows]
@@ -533,7 +543,7 @@ def _solve_packed(jobs: list[_Job], width: int, heuristics: bool, options: Align
             (start - slack, end + slack) if options.anchors else None,
             _samples_for(job, audio)))
     results = align_plans(plans, width, heuristics, options.onset_cost, options.refine,
-                          options.dips, options.refine_options)
+                          options.dips, options.refine_options, options.token_contrast)
     for job, (words, start, end) in zip(jobs, results):
         job.segment["words"] = words
         if heuristics and words:

@@ -70,7 +70,7 @@ def align_threads() -> int:
 
 
 def align_plans(plans: list[Plan], width: int, heuristics: bool, onset_cost: float, refine: bool,
-                dips: bool, ropts: RefineOptions) -> list[Result]:
+                dips: bool, ropts: RefineOptions, token_contrast: float = 0.0) -> list[Result]:
     """Words (WhisperX dicts, seconds rounded to 1 ms) and the segment's (start, end) after the
     heuristics and refinement, per plan, in order. Plans are grouped by recording and heads;
     each group is one kernel call."""
@@ -82,13 +82,14 @@ def align_plans(plans: list[Plan], width: int, heuristics: bool, onset_cost: flo
     for members in groups.values():
         part = [plans[k] for k in members]
         for k, result in zip(members, _align_group(part, width, heuristics, onset_cost, refine,
-                                                    dips, ropts)):
+                                                    dips, ropts, token_contrast)):
             out[k] = result
     return out  # type: ignore[return-value]
 
 
 def _align_group(plans: list[Plan], width: int, heuristics: bool, onset_cost: float,
-                 refine: bool, dips: bool, ropts: RefineOptions) -> list[Result]:
+                 refine: bool, dips: bool, ropts: RefineOptions,
+                 token_contrast: float) -> list[Result]:
     first = plans[0]
     n_heads = first.entry.scores.shape[1]
     heads = np.asarray(first.heads, np.int64)
@@ -155,7 +156,7 @@ def _align_group(plans: list[Plan], width: int, heuristics: bool, onset_cost: fl
         np.asarray(text_at, np.int64), probs.astype(np.float32, copy=False),
         np.asarray(word_bounds, np.int64), np.asarray(word_at, np.int64),
         np.asarray(sentence_end, np.bool_), np.asarray(keep, np.bool_), bounds, last_speech,
-        lags, heuristics, float(onset_cost), env is not None,
+        lags, heuristics, float(onset_cost), float(token_contrast), env is not None,
         env.db if env is not None else empty, env.fine_db if env is not None else empty,
         env.n_samples if env is not None else 0, refine, dips, params,
         word_start, word_end, word_prob, seg_bounds, status)

@@ -237,6 +237,8 @@ def test_audio_from_a_path_is_decoded_once_per_align_call(model, long_speech, tm
     (AlignOptions(), False),
     (AlignOptions(refine=False, onset_cost=0.0), True),
     (AlignOptions(head_weights=False, dips=False, onset_cost=2.5), True),
+    (AlignOptions(token_contrast=0.0), True),
+    (AlignOptions(refine=False, token_contrast=1.0), False),
 ])
 def test_batched_onepass_equals_the_per_segment_path(model, long_speech, options, heuristics):
     """Segments of a transcript are aligned in one compiled call (`onepass.align_plans`);

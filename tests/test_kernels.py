@@ -14,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 import numba
 from numba import njit
 
-from lightning_align.kernels import alignment_matrix, dtw, dtw_batch, median_filter
+from lightning_align.kernels import alignment_matrix, dtw, dtw_batch, median_filter, token_contrast
 from lightning_align.kernels.activations import gelu, softmax_rows
 from lightning_align.kernels.matrix import _half_to_float32, _half_to_float32_soft
 from lightning_align.kernels.median import _median_network
@@ -412,6 +412,41 @@ def test_alignment_rejects_bad_input(w, width, match):
     with pytest.raises(ValueError, match=match):
         alignment_matrix(w, width)
 
+
+
+def _contrast_reference(m, rows, amount):
+    """token_contrast written out: each listed row plus amount x (row - listed neighbour)."""
+    listed = set(int(r) for r in rows)
+    out = m.astype(np.float64).copy()
+    for r in listed:
+        for q in (r - 1, r + 1):
+            if q in listed:
+                out[r] += amount * (m[r].astype(np.float64) - m[q])
+    return out
+
+
+@pytest.mark.parametrize("rows", [[0, 1, 2, 3, 4, 5], [1, 2, 3, 5, 6], [2], []])
+@pytest.mark.parametrize("amount", [0.15, 1.0])
+def test_token_contrast_matches_reference(rows, amount):
+    m = alignment_matrix(np.random.default_rng(12).random((3, 8, 40)).astype(np.float32), 7)
+    before = m.copy()
+    out = token_contrast(m, np.array(rows), amount)
+    np.testing.assert_allclose(out, _contrast_reference(m, rows, amount), rtol=0, atol=1e-5)
+    assert np.array_equal(m, before)  # the input is left alone
+    unlisted = [r for r in range(8) if r not in rows]
+    assert np.array_equal(out[unlisted], m[unlisted])
+    assert np.array_equal(token_contrast(m, np.array(rows), 0.0), m)
+
+
+@pytest.mark.parametrize("m, rows, match", [
+    (np.zeros(5, np.float32), [0], "tokens, frames"),
+    (np.zeros((3, 5), np.float32), [0, 3], "ascending indices below 3"),
+    (np.zeros((3, 5), np.float32), [1, 0], "ascending"),
+    (np.zeros((3, 5), np.float32), [-1, 0], "ascending"),
+])
+def test_token_contrast_rejects_bad_input(m, rows, match):
+    with pytest.raises(ValueError, match=match):
+        token_contrast(m, np.array(rows), 0.5)
 
 @njit
 def _decode_soft(bits, out):
