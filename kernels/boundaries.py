@@ -81,6 +81,11 @@ def _consistent(starts, ends, min_word_s):
             ends[i] = starts[i] + min_word_s
 
 
+# A word placed wholly inside a silence this long (s) is misplaced, whatever its attention says
+# (issue 10 counts words inside silences longer than 1 s); `snap_words` moves it to the speech.
+LONG_PAUSE_S = 1.0
+
+
 @njit(cache=True, nogil=True)
 def _nearest_pause(spans, t_left, t_right, reach_s):
     """Index k of the pause (spans[k, 1], spans[k + 1, 0]) closest to [t_left, t_right] within
@@ -102,7 +107,10 @@ def snap_words(starts, ends, spans, reach_s, min_word_s):
     a pause or within `reach_s` of one becomes the pause's edges (the earlier word ends where the
     speech stops, the next starts where it resumes), unless that would cut into either word's
     first / last `min_word_s`; the first start and the last end move to the nearest onset /
-    offset within reach, or out of the pause they lie in. Returns new (starts, ends).
+    offset within reach, or out of the pause they lie in. A first or last word that lies
+    wholly in a pause of at least `LONG_PAUSE_S` (the attention placed it in silence), in the
+    half of it next to the speech after it / before it, becomes `min_word_s` long at that
+    onset / offset, the word next to it giving way. Returns new (starts, ends).
     """
     starts = starts.astype(np.float64)
     ends = ends.astype(np.float64)
@@ -130,8 +138,17 @@ def snap_words(starts, ends, spans, reach_s, min_word_s):
     else:
         for k in range(m):
             if spans[k, 0] > starts[0]:
-                if spans[k, 0] < ends[0] - min_word_s:
-                    starts[0] = spans[k, 0]
+                on = spans[k, 0]
+                off = spans[k - 1, 1] if k > 0 else -np.inf
+                if on < ends[0] - min_word_s:
+                    starts[0] = on
+                elif (ends[0] <= on and on - off >= LONG_PAUSE_S and on - ends[0] <= starts[0] - off
+                      and (n == 1 or on + min_word_s <= ends[1] - min_word_s)):
+                    # the whole word lies in a long pause, nearer its end: on to the onset
+                    starts[0] = on
+                    ends[0] = on + min_word_s
+                    if n > 1:
+                        starts[1] = max(starts[1], ends[0])
                 break
     # last end: out of a pause, or on to an offset just after it
     j = -1
@@ -145,8 +162,18 @@ def snap_words(starts, ends, spans, reach_s, min_word_s):
     else:
         for k in range(m - 1, -1, -1):
             if spans[k, 1] < ends[n - 1]:
-                if spans[k, 1] > starts[n - 1] + min_word_s:
-                    ends[n - 1] = spans[k, 1]
+                off = spans[k, 1]
+                on = spans[k + 1, 0] if k + 1 < m else np.inf
+                if off > starts[n - 1] + min_word_s:
+                    ends[n - 1] = off
+                elif (starts[n - 1] >= off and on - off >= LONG_PAUSE_S
+                      and starts[n - 1] - off <= on - ends[n - 1]
+                      and (n == 1 or off - min_word_s >= starts[n - 2] + min_word_s)):
+                    # the whole word lies in a long pause, nearer its start: back to the offset
+                    ends[n - 1] = off
+                    starts[n - 1] = off - min_word_s
+                    if n > 1:
+                        ends[n - 2] = min(ends[n - 2], starts[n - 1])
                 break
     _consistent(starts, ends, min_word_s)
     return starts, ends

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lightning_align.kernels.boundaries import LONG_PAUSE_S
 from lightning_align.refine import HOP_S, RefineOptions, dip_levels, frame_levels
 
 
@@ -69,8 +70,16 @@ def snap_words(starts: np.ndarray, ends: np.ndarray, spans: np.ndarray,
             starts[0] = onsets[j]
     else:
         later = np.flatnonzero(onsets > starts[0])
-        if len(later) and onsets[later[0]] < ends[0] - options.min_word_s:
-            starts[0] = onsets[later[0]]
+        if len(later):
+            k = int(later[0])
+            on, off = onsets[k], offsets[k - 1] if k > 0 else -np.inf
+            if on < ends[0] - options.min_word_s:
+                starts[0] = on
+            elif (ends[0] <= on and on - off >= LONG_PAUSE_S and on - ends[0] <= starts[0] - off
+                  and (n == 1 or on + options.min_word_s <= ends[1] - options.min_word_s)):
+                starts[0], ends[0] = on, on + options.min_word_s
+                if n > 1:
+                    starts[1] = max(starts[1], ends[0])
     inside = (onsets < ends[-1]) & (ends[-1] <= offsets)
     if inside.any():
         j = int(np.flatnonzero(inside)[-1])
@@ -78,8 +87,16 @@ def snap_words(starts: np.ndarray, ends: np.ndarray, spans: np.ndarray,
             ends[-1] = offsets[j]
     else:
         earlier = np.flatnonzero(offsets < ends[-1])
-        if len(earlier) and offsets[earlier[-1]] > starts[-1] + options.min_word_s:
-            ends[-1] = offsets[earlier[-1]]
+        if len(earlier):
+            k = int(earlier[-1])
+            off, on = offsets[k], onsets[k + 1] if k + 1 < len(onsets) else np.inf
+            if off > starts[-1] + options.min_word_s:
+                ends[-1] = off
+            elif (starts[-1] >= off and on - off >= LONG_PAUSE_S and starts[-1] - off <= on - ends[-1]
+                  and (n == 1 or off - options.min_word_s >= starts[-2] + options.min_word_s)):
+                starts[-1], ends[-1] = off - options.min_word_s, off
+                if n > 1:
+                    ends[-2] = min(ends[-2], starts[-1])
     return _consistent(starts, ends, options.min_word_s)
 
 

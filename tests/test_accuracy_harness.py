@@ -92,6 +92,35 @@ def test_snap_words_moves_boundaries_out_of_silence(paused_speech):
     assert np.all(e > s) and np.all(s[1:] >= e[:-1])
 
 
+def test_a_word_the_attention_put_inside_a_long_pause_goes_to_the_speech(paused_speech):
+    """A segment's last word placed wholly inside the > 1 s pause after it, near its start,
+    goes back to the offset; a first word placed near the pause's end goes on to the onset;
+    one in the middle of a pause shorter than 1 s stays (nothing says which side it is)."""
+    from tests import refine_reference as ref
+
+    w = paused_speech.words
+    spans = speech_spans(paused_speech.audio, 0.0, paused_speech.duration)
+    off, on = w[2].end, w[3].start
+    opts = RefineOptions()
+    starts = np.array([w[0].start, w[1].start, off + 0.25])
+    ends = np.array([w[1].start, off + 0.25, off + 0.3])
+    s, e = snap_words(starts, ends, spans, opts)
+    assert abs(e[2] - off) <= 0.02 and abs(s[2] - (e[2] - opts.min_word_s)) < 1e-9
+    assert e[1] <= s[2] and abs(e[0] - w[1].start) < 0.05
+    starts = np.array([on - 0.3, on - 0.2, w[4].start])
+    ends = np.array([on - 0.2, w[4].start, w[5].end])
+    s, e = snap_words(starts, ends, spans, opts)
+    assert abs(s[0] - on) <= 0.02 and abs(e[0] - (s[0] + opts.min_word_s)) < 1e-9
+    assert s[1] >= e[0]
+    for case in ((starts, ends), (np.array([off + 0.25, w[4].start]), np.array([off + 0.3, w[5].end]))):
+        got, want = snap_words(*case, spans, opts), ref.snap_words(*case, spans, opts)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    short = np.array([[0.0, 1.0], [1.6, 2.0]])  # a 0.6 s pause
+    s, e = snap_words(np.array([0.2, 1.25]), np.array([1.25, 1.35]), short, opts)
+    assert s[1] == 1.25 and e[1] == 1.35
+
+
 def test_a_refilled_buffer_is_a_new_recording(paused_speech):
     """Envelopes are remembered per recording: the same array refilled with other audio must
     not reuse the old one."""
