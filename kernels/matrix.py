@@ -272,7 +272,8 @@ def token_contrast(matrix: np.ndarray, rows: np.ndarray, amount: float) -> np.nd
     r = np.ascontiguousarray(rows, dtype=np.int64)
     if m.ndim != 2:
         raise ValueError(f"token_contrast needs a (tokens, frames) matrix, got shape {m.shape}")
-    if r.ndim != 1 or (len(r) and (r.min() < 0 or r.max() >= m.shape[0] or np.any(np.diff(r) <= 0))):
+    if r.ndim != 1 or (len(r) and (r.min() < 0 or r.max() >= m.shape[0]
+                                   or np.any(np.diff(r) <= 0))):
         raise ValueError(f"token_contrast: rows must be ascending indices below {m.shape[0]}")
     out = m.copy()
     if amount != 0 and len(r) > 1:

@@ -280,17 +280,17 @@ def onepass_words(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads,
         _one_segment(s, scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w,
                      total, width, net_lo, net_hi, net_mode, frame0, anchor, text_rows, text_at,
                      probs, word_bounds, word_at, sentence_end, keep, bounds, last_speech, lags,
-                     heuristics, onset_scale, contrast, has_signal, db, fine_db, n_samples, refine, dips,
-                     params, word_start, word_end, word_prob, seg_bounds, status)
+                     heuristics, onset_scale, contrast, has_signal, db, fine_db, n_samples, refine,
+                     dips, params, word_start, word_end, word_prob, seg_bounds, status)
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def onepass_words_parallel(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w,
                            total, width, net_lo, net_hi, net_mode, frame0, anchor, text_rows,
                            text_at, probs, word_bounds, word_at, sentence_end, keep, bounds,
-                           last_speech, lags, heuristics, onset_scale, contrast, has_signal, db, fine_db,
-                           n_samples, refine, dips, params, word_start, word_end, word_prob,
-                           seg_bounds, status):
+                           last_speech, lags, heuristics, onset_scale, contrast, has_signal, db,
+                           fine_db, n_samples, refine, dips, params, word_start, word_end,
+                           word_prob, seg_bounds, status):
     """`onepass_words` with its segments spread over numba's threads (`numba.set_num_threads`
     in the calling thread sets how many): the same words, bit for bit, since each segment is
     aligned on its own and writes only its own slices."""
@@ -298,16 +298,16 @@ def onepass_words_parallel(scores16, score_at, log_norm, norm_at, shapes, n_head
         _one_segment(s, scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w,
                      total, width, net_lo, net_hi, net_mode, frame0, anchor, text_rows, text_at,
                      probs, word_bounds, word_at, sentence_end, keep, bounds, last_speech, lags,
-                     heuristics, onset_scale, contrast, has_signal, db, fine_db, n_samples, refine, dips,
-                     params, word_start, word_end, word_prob, seg_bounds, status)
+                     heuristics, onset_scale, contrast, has_signal, db, fine_db, n_samples, refine,
+                     dips, params, word_start, word_end, word_prob, seg_bounds, status)
 
 
 @njit(cache=True, nogil=True)
 def _one_segment(s, scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w, total,
                  width, net_lo, net_hi, net_mode, frame0, anchor, text_rows, text_at, probs,
                  word_bounds, word_at, sentence_end, keep, bounds, last_speech, lags, heuristics,
-                 onset_scale, contrast, has_signal, db, fine_db, n_samples, refine, dips, params, word_start,
-                 word_end, word_prob, seg_bounds, status):
+                 onset_scale, contrast, has_signal, db, fine_db, n_samples, refine, dips, params,
+                 word_start, word_end, word_prob, seg_bounds, status):
     """Align segment `s` of `onepass_words`'s arguments into its slices of the outputs."""
     rows, frames = shapes[s, 0], shapes[s, 1]
     t_lo, t_hi = text_at[s], text_at[s + 1]
