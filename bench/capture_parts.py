@@ -1,6 +1,8 @@
 """Where keeping the attention costs: segment-only, capture, capture without mid-pass settling,
-capture settling without the side stream and the deeper queue (as before 2026-12-07), and
-words with and without them, in alternating order in one process.
+capture settling without the side stream and the deeper queue (as before 2026-12-07), words
+with and without them, and capture / words keeping only the calibrated heads (`-calheads`:
+tiny.en 4 instead of the 10 it captures, what capturing fewer heads would save; the default
+words need no others), in alternating order in one process.
 
     python -m bench.capture_parts AUDIO.npy [--rounds 6] [--seconds S] [--emulate] [--configs ...]
 
@@ -28,7 +30,8 @@ from .throughput import load_samples
 
 CONFIGS = {"seg": dict(keep_attention=False), "capture": {}, "capture-nosettle": {},
            "capture-noside": {}, "words": dict(word_timestamps=True),
-           "words-noside": dict(word_timestamps=True)}
+           "words-noside": dict(word_timestamps=True), "capture-calheads": {},
+           "words-calheads": dict(word_timestamps=True)}
 
 
 def main(argv=None) -> int:
@@ -68,20 +71,32 @@ def main(argv=None) -> int:
     def main_stream():
         return la.backend.mx.default_stream(la.backend.mx.default_device())
 
+    all_heads = la.WhisperModel.captured_heads
+
+    def calibrated_only(self):
+        return tuple(sorted(map(tuple, self.timing_calibration.heads)))
+
     samples = load_samples(args.audio)
     if args.seconds:
         samples = samples[: int(args.seconds * 16000)]
     wm = la.load_model(str(systems.ct2_dir()))
-    for config in configs.values():  # warm-up: compile every graph once
+
+    def configure(name: str) -> None:
+        settle["on"] = name != "capture-nosettle"
+        side = not name.endswith("-noside")
+        cap.side_stream = side_stream if side else main_stream
+        dec.SETTLE_AHEAD_STEPS = settle_ahead if side else 0
+        la.WhisperModel.captured_heads = (property(calibrated_only)
+                                          if name.endswith("-calheads") else all_heads)
+
+    for name, config in configs.items():  # warm-up: compile every graph once
+        configure(name)
         la.transcribe(samples, model=wm, **config)
     runs: dict[str, list[dict]] = collections.defaultdict(list)
     for r in range(args.rounds):
         order = list(configs) if r % 2 == 0 else list(configs)[::-1]
         for name in order:
-            settle["on"] = name != "capture-nosettle"
-            side = not name.endswith("-noside")
-            cap.side_stream = side_stream if side else main_stream
-            dec.SETTLE_AHEAD_STEPS = settle_ahead if side else 0
+            configure(name)
             spent.clear()
             marks.clear()
             t0 = time.perf_counter()
@@ -90,6 +105,7 @@ def main(argv=None) -> int:
                        **spent)
             runs[name].append(row)
             print(name, r, {k: round(v, 4) for k, v in row.items()}, flush=True)
+    configure("capture")
     for name, rows in runs.items():
         keys = sorted({k for row in rows for k in row})
         print("median", name, {k: round(statistics.median(row.get(k, 0.0) for row in rows), 4)
