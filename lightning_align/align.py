@@ -50,7 +50,9 @@ class AlignOptions:
         alignment heads.
     lag: remove the systematic lag of starts and of ends (calibrated seconds per model).
     anchors: the decoded segment timestamps bound the DTW: frames before the segment's start
-        timestamp (and after its end) less `anchor_slack_s` are not aligned to.
+        timestamp (and after its end) less `anchor_slack_s` are not aligned to (this keeps a
+        segment's first word out of the previous segment's speech, which the token contrast
+        would otherwise reach for).
     refine: move boundaries in or next to a pause to the pause's edges, found from the
         signal's energy (`refine.snap_words`); fixes words stretched over silence.
     calibration: use this `Calibration` instead of the shipped one (its heads must be among
@@ -66,19 +68,20 @@ class AlignOptions:
         x its excess over the text tokens next to it (`kernels.token_contrast`), so a token
         is placed where it is attended more than its neighbours, not merely where it is
         attended (a short word then keeps less of the next one). 0 turns it off.
-    Defaults are the switches that won on both the calibration and evaluation sets.
+    Defaults are the switches that won on the calibration sets and then held on the evaluation
+    and real-speech sets (docs/accuracy.md).
     """
 
     head_weights: bool = True
     lag: bool = False
-    anchors: bool = False
+    anchors: bool = True
     refine: bool = True
-    anchor_slack_s: float = 0.5
+    anchor_slack_s: float = 0.05
     refine_options: RefineOptions = field(default_factory=RefineOptions)
     calibration: "Calibration | None" = None
     dips: bool = True
     onset_cost: float = 1.0
-    token_contrast: float = 0.15
+    token_contrast: float = 0.5
 
     def __post_init__(self):
         for name in ("onset_cost", "token_contrast"):

@@ -28,7 +28,7 @@ HALVES, KEEP_IN, SEED, PATIENCE = 6, 5, 7, 3
 
 def _score(clips, transcripts, heads) -> metrics.Scores:
     options = AlignOptions(head_weights=True, lag=False, refine=False, onset_cost=0.0,
-                           token_contrast=0.0,
+                           token_contrast=0.0, anchors=False,
                            calibration=Calibration(tuple(heads), (1.0,) * len(heads), 0.0, 0.0))
     pairs = []
     for clip, tr in zip(clips, transcripts):

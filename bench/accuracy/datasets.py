@@ -164,6 +164,15 @@ def calibration_set() -> list[Clip]:
                             prefix="calx"))
 
 
+def calibration_set_b() -> list[Clip]:
+    """A second calibration set, for choices the first cannot separate (session 21: the token
+    contrast and the anchors' slack): 42 clips of all calibration texts drawn from seed 4004, so
+    voices, rates, gaps, pauses and noise are new draws; texts and seed disjoint from
+    `evaluation_set` as well."""
+    return generated_set(CALIBRATION_TEXTS + EXTRA_CALIBRATION_TEXTS, seed=4004, clips=42,
+                         prefix="calb")
+
+
 def evaluation_set() -> list[Clip]:
     """Generated clips to report on; never used for tuning."""
     return generated_set(EVALUATION_TEXTS, seed=2002, clips=14, prefix="eval")

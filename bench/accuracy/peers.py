@@ -20,25 +20,29 @@ from lightning_align.align import AlignOptions
 Words = list[tuple[str, float, float]]
 
 # The one-pass ablations: each correction alone on top of openai's DTW, then combined.
+# Every row but the default's spells out each switch it leaves off.
+_OFF = dict(anchors=False, dips=False, onset_cost=0, token_contrast=0)
 ABLATIONS: dict[str, AlignOptions] = {
     "onepass plain (openai DTW on captured attention)": AlignOptions.plain(),
     "+ anchors (decoded timestamps bound the DTW)": AlignOptions(False, False, True, False, dips=False, onset_cost=0, token_contrast=0),
-    "+ lag correction": AlignOptions(False, True, False, False, dips=False, onset_cost=0, token_contrast=0),
-    "+ calibrated heads": AlignOptions(True, False, False, False, dips=False, onset_cost=0, token_contrast=0),
-    "+ signal refinement": AlignOptions(False, False, False, True, dips=False, onset_cost=0, token_contrast=0),
-    "+ energy dips": AlignOptions(False, False, False, False, dips=True, onset_cost=0, token_contrast=0),
-    "+ onset cost (word starts prefer quiet frames in the DTW)": AlignOptions(False, False, False, False, dips=False, token_contrast=0),
-    "+ token contrast (each token's row less its neighbours')": AlignOptions(False, False, False, False, dips=False, onset_cost=0),
-    "+ heads + dips": AlignOptions(refine=False, onset_cost=0, token_contrast=0),
-    "+ heads + lag": AlignOptions(True, True, False, False, dips=False, onset_cost=0, token_contrast=0),
-    "+ heads + token contrast": AlignOptions(True, False, False, False, dips=False, onset_cost=0),
-    "+ heads + lag + refinement": AlignOptions(True, True, False, True, dips=False, onset_cost=0, token_contrast=0),
-    "+ heads + refinement": AlignOptions(dips=False, onset_cost=0, token_contrast=0),
-    "+ heads + refinement + onset cost": AlignOptions(dips=False, token_contrast=0),
-    "+ heads + lag + refinement + dips": AlignOptions(lag=True, onset_cost=0, token_contrast=0),
-    "+ heads + refinement + dips": AlignOptions(onset_cost=0, token_contrast=0),
-    "+ heads + refinement + dips + onset cost (default before the token contrast)": AlignOptions(token_contrast=0),
-    "+ heads + refinement + dips + onset cost + token contrast (default)": AlignOptions(),
+    "+ lag correction": AlignOptions(False, True, refine=False, **_OFF),
+    "+ calibrated heads": AlignOptions(True, False, refine=False, **_OFF),
+    "+ signal refinement": AlignOptions(False, False, refine=True, **_OFF),
+    "+ energy dips": AlignOptions(False, False, refine=False, **{**_OFF, "dips": True}),
+    "+ onset cost (word starts prefer quiet frames in the DTW)": AlignOptions(False, False, refine=False, **{**_OFF, "onset_cost": 1.0}),
+    "+ token contrast (each token's row less its neighbours')": AlignOptions(False, False, refine=False, **{**_OFF, "token_contrast": 0.5}),
+    "+ heads + dips": AlignOptions(refine=False, **{**_OFF, "dips": True}),
+    "+ heads + lag": AlignOptions(True, True, refine=False, **_OFF),
+    "+ heads + token contrast": AlignOptions(True, False, refine=False, **{**_OFF, "token_contrast": 0.5}),
+    "+ heads + lag + refinement": AlignOptions(True, True, refine=True, **_OFF),
+    "+ heads + refinement": AlignOptions(**_OFF),
+    "+ heads + refinement + onset cost": AlignOptions(**{**_OFF, "onset_cost": 1.0}),
+    "+ heads + lag + refinement + dips": AlignOptions(lag=True, **{**_OFF, "dips": True}),
+    "+ heads + refinement + dips": AlignOptions(**{**_OFF, "dips": True}),
+    "+ heads + refinement + dips + onset cost (default before the token contrast)": AlignOptions(anchors=False, token_contrast=0),
+    "+ heads + refinement + dips + onset cost + token contrast 0.15 (default of 17b16ff)": AlignOptions(anchors=False, token_contrast=0.15),
+    "+ heads + refinement + dips + onset cost + token contrast 0.5 (no anchors)": AlignOptions(anchors=False),
+    "+ heads + refinement + dips + onset cost + token contrast 0.5 + anchors 0.05 s (default)": AlignOptions(),
 }
 
 
