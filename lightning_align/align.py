@@ -52,7 +52,8 @@ class AlignOptions:
     anchors: the decoded segment timestamps bound the DTW: frames before the segment's start
         timestamp (and after its end) less `anchor_slack_s` are not aligned to (this keeps a
         segment's first word out of the previous segment's speech, which the token contrast
-        would otherwise reach for).
+        would otherwise reach for). Plain {"start", "end", "text"} segments are bound by their
+        own times: give them times that cover their speech, or turn this off.
     refine: move boundaries in or next to a pause to the pause's edges, found from the
         signal's energy (`refine.snap_words`); fixes words stretched over silence.
     calibration: use this `Calibration` instead of the shipped one (its heads must be among
