@@ -52,8 +52,9 @@ class AlignOptions:
     anchors: the decoded segment timestamps bound the DTW: frames before the segment's start
         timestamp (and after its end) less `anchor_slack_s` are not aligned to (this keeps a
         segment's first word out of the previous segment's speech, which the token contrast
-        would otherwise reach for). Plain {"start", "end", "text"} segments are bound by their
-        own times: give them times that cover their speech, or turn this off.
+        would otherwise reach for). Segments of a transcript only: a plain {"start", "end",
+        "text"} segment's times are the caller's, which may not cover its speech, so it is not
+        bound by them.
     refine: move boundaries in or next to a pause to the pause's edges, found from the
         signal's energy (`refine.snap_words`); fixes words stretched over silence.
     calibration: use this `Calibration` instead of the shipped one (its heads must be among
@@ -416,7 +417,7 @@ def _onepass_group(job: _Job, width: int, eot: int, options: AlignOptions) -> No
     weights = entry.weights(_head_rows(wm, heads))
     # standardization and median are per head; the calibrated weights scale each head's part
     matrix = alignment_matrix(weights, width, None if cal is None else cal.head_weights)
-    if options.anchors:
+    if options.anchors and src is not None:  # a plain segment's times are the caller's
         matrix = _anchored(matrix, job, frame0, options.anchor_slack_s)
     text_rows = [r for r, t in enumerate(entry.tokens) if 0 <= t < eot]
     if options.token_contrast > 0:

@@ -313,3 +313,23 @@ def test_split_words_equals_the_tokenizer(model):
         assert split_words(tok, tokens) == tok.split_to_word_tokens(list(tokens)), tokens
         fell_back += any("\ufffd" in tok.decode([t]) for t in tokens)
     assert 0 < fell_back < len(cases)
+
+
+def test_plain_segments_are_not_bound_by_their_own_times(model, short_speech):
+    """`anchors` holds a transcript's segments to their decoded timestamps; a plain segment's
+    times are the caller's and may cut into its speech: its first word still starts where the
+    speech does, and the words are those of `anchors=False`."""
+    w = short_speech.words
+    first = [x for x in w if x.start < 3.5]  # the first sentence
+    text = " ".join(x.word for x in first)
+    t0, t1 = first[0].start + 0.4, first[-1].end - 0.4  # 0.4 s inside the speech each side
+
+    def words(options):
+        segs = la.align([{"start": t0, "end": t1, "text": text}], audio=short_speech.audio,
+                        model=model, options=options)
+        return [(x["word"], x["start"], x["end"]) for s in segs for x in s["words"]]
+
+    got = words(AlignOptions())
+    assert got == words(AlignOptions(anchors=False))
+    assert len(got) == len(first)
+    assert abs(got[0][1] - first[0].start) < 0.1 and got[0][1] < t0 - 0.2
