@@ -105,8 +105,9 @@ class Alignment:
     """What the alignment of one segment saw, for plots and research (times in seconds).
 
     `matrix` (rows, frames) is the filtered, head-averaged attention the DTW ran on, after the
-    token contrast (higher is more attention), `row_tokens` the token each row predicts, `path` the DTW path as (row,
-    frame) index arrays, `frame0_s` the time of frame 0 (frames are 20 ms), `words` the result.
+    token contrast (higher is more attention), `row_tokens` the token each row predicts,
+    `path` the DTW path as (row, frame) index arrays, `frame0_s` the time of frame 0 (frames
+    are 20 ms), `words` the result.
     """
 
     segment: int

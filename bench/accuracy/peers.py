@@ -24,7 +24,7 @@ Words = list[tuple[str, float, float]]
 _OFF = dict(anchors=False, dips=False, onset_cost=0, token_contrast=0)
 ABLATIONS: dict[str, AlignOptions] = {
     "onepass plain (openai DTW on captured attention)": AlignOptions.plain(),
-    "+ anchors (decoded timestamps bound the DTW)": AlignOptions(False, False, True, False, dips=False, onset_cost=0, token_contrast=0),
+    "+ anchors (decoded timestamps bound the DTW)": AlignOptions(False, False, refine=False, **{**_OFF, "anchors": True}),
     "+ lag correction": AlignOptions(False, True, refine=False, **_OFF),
     "+ calibrated heads": AlignOptions(True, False, refine=False, **_OFF),
     "+ signal refinement": AlignOptions(False, False, refine=True, **_OFF),
