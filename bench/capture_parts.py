@@ -1,6 +1,7 @@
 """Where keeping the attention costs: segment-only, capture, capture without mid-pass settling,
 capture settling without the side stream and the deeper queue (as before 2026-12-07), words
-with and without them, and capture / words keeping only the calibrated heads (`-calheads`:
+with and without them and without mid-pass settling (`words-nosettle`: all windows aligned
+after the pass), and capture / words keeping only the calibrated heads (`-calheads`:
 tiny.en 4 instead of the 10 it captures, what capturing fewer heads would save; the default
 words need no others), in alternating order in one process.
 
@@ -30,8 +31,8 @@ from .throughput import load_samples
 
 CONFIGS = {"seg": dict(keep_attention=False), "capture": {}, "capture-nosettle": {},
            "capture-noside": {}, "words": dict(word_timestamps=True),
-           "words-noside": dict(word_timestamps=True), "capture-calheads": {},
-           "words-calheads": dict(word_timestamps=True)}
+           "words-noside": dict(word_timestamps=True), "words-nosettle": dict(word_timestamps=True),
+           "capture-calheads": {}, "words-calheads": dict(word_timestamps=True)}
 
 
 def main(argv=None) -> int:
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
     wm = la.load_model(str(systems.ct2_dir()))
 
     def configure(name: str) -> None:
-        settle["on"] = name != "capture-nosettle"
+        settle["on"] = not name.endswith("-nosettle")
         side = not name.endswith("-noside")
         cap.side_stream = side_stream if side else main_stream
         dec.SETTLE_AHEAD_STEPS = settle_ahead if side else 0
