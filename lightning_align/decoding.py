@@ -19,7 +19,7 @@ from functools import partial
 import numpy as np
 
 from .backend import gpu_available, mx
-from .capture import AttentionProbe, RowScores
+from .capture import AttentionProbe, RowScores, side_stream
 from .errors import DecodingError
 from .kernels.logits import select_tokens
 from .model import CompiledStep, DecoderState
@@ -644,13 +644,19 @@ class _Stops:
 
 
 class _TokenLog:
-    """The tokens each row sampled, kept as one array per step (copied to the host at the end
-    when they come from the device) and sorted into rows once."""
+    """The tokens each row sampled, kept as one array per step and sorted into rows when asked
+    (`so_far`, `of`). Steps chosen on the device are copied to the host once each, in a batch
+    of the steps added since the last `so_far`."""
 
     def __init__(self, n_rows: int):
         self.n_rows = n_rows
         self._steps: list[tuple[np.ndarray, object, object]] = []
         self._by_row: list[tuple[list[int], np.ndarray]] | None = None
+        # host copies of the first `len(self._host_ids)` steps: (row ids, tokens, log-probs)
+        self._host_ids: list[np.ndarray] = []
+        self._host_chosen: list[np.ndarray] = []
+        self._host_lps: list[np.ndarray] = []
+        self._copied = 0
 
     def add(self, rows: np.ndarray, alive: np.ndarray, chosen, logprobs) -> None:
         """One step: batch rows `rows` (original ids) chose `chosen` with `logprobs` (numpy or
@@ -664,16 +670,33 @@ class _TokenLog:
         return self._by_row[row]
 
     def so_far(self) -> list[tuple[list[int], np.ndarray]]:
-        """Every row's (tokens, log-probabilities) from the steps added so far."""
-        ids = np.concatenate([r for r, _, _ in self._steps])
-        # One copy off the device for all steps (host steps are wrapped: a few ints each).
-        chosen = np.asarray(mx.concatenate([mx.array(c) for _, c, _ in self._steps])).astype(np.int64)
-        lps = np.asarray(mx.concatenate([mx.array(lp) for _, _, lp in self._steps]), np.float32)
+        """Every row's (tokens, log-probabilities) from the steps added so far. Those steps have
+        run (the host read their alive masks before adding them)."""
+        new = self._steps[self._copied:]
+        if new:
+            self._host_ids.append(np.concatenate([r for r, _, _ in new]))
+            self._host_chosen.append(_to_host([c for _, c, _ in new]).astype(np.int64))
+            self._host_lps.append(_to_host([lp for _, _, lp in new]).astype(np.float32))
+            self._copied = len(self._steps)
+        ids = np.concatenate(self._host_ids)
+        chosen = np.concatenate(self._host_chosen)
+        lps = np.concatenate(self._host_lps)
         live = np.flatnonzero(ids >= 0)
         order = live[np.argsort(ids[live], kind="stable")]
         cuts = np.cumsum(np.bincount(ids[live], minlength=self.n_rows))[:-1]
         return [(c.tolist(), lp) for c, lp in zip(np.split(chosen[order], cuts),
                                                   np.split(lps[order], cuts))]
+
+
+def _to_host(parts: list) -> np.ndarray:
+    """One host array of steps' outputs (numpy, or MLX arrays of steps that have run), in order.
+    The device's parts are joined on the side stream, in one copy off the device: on the
+    default stream the join would wait for every step queued after them (the decoding loop
+    keeps a few queued), and the device would then idle while the host works."""
+    if all(isinstance(p, np.ndarray) for p in parts):
+        return np.concatenate(parts)
+    with mx.stream(side_stream()):
+        return np.asarray(mx.concatenate([mx.array(p) for p in parts]))
 
 
 def _choose_on_host(step_logits, suppress, rules, tok, temps, rng, chosen, chosen_lp):

@@ -848,3 +848,29 @@ def test_gil_handoff_shortens_the_switch_interval_and_restores_it():
         assert sys.getswitchinterval() == pytest.approx(min(before, ALIGN_SWITCH_S), rel=1e-3)
         raise RuntimeError("restored even when the body fails")
     assert sys.getswitchinterval() == before
+
+
+def test_token_log_sorts_rows_and_copies_each_step_once():
+    """`_TokenLog.so_far` between steps (the decoding loop asks while it runs): host and
+    device steps mixed, rows that had ended keep nothing of later steps, and a step already
+    copied is not copied again (its array is not read twice)."""
+    from lightning_align.decoding import _TokenLog
+
+    log = _TokenLog(3)
+    log.add(np.arange(3), np.ones(3, bool), np.array([5, 6, 7], np.int32),
+            np.array([-0.1, -0.2, -0.3], np.float32))
+    assert [tokens for tokens, _ in log.so_far()] == [[5], [6], [7]]
+    log.add(np.array([0, 2]), np.array([True, False]), mx.array([8, 9], dtype=mx.int32),
+            mx.array([-0.4, -0.5]))
+    log.add(np.array([2]), np.array([True]), mx.array([10], dtype=mx.int32), mx.array([-0.6]))
+
+    class Unreadable:  # a step copied before must not be read again
+        def __array__(self, *a, **k):
+            raise AssertionError("step copied twice")
+
+    log._steps[0] = (log._steps[0][0], Unreadable(), Unreadable())
+    rows = log.so_far()
+    assert [tokens for tokens, _ in rows] == [[5, 8], [6], [7, 10]]
+    np.testing.assert_allclose(rows[0][1], [-0.1, -0.4], rtol=1e-6)
+    np.testing.assert_allclose(rows[2][1], [-0.3, -0.6], rtol=1e-6)
+    assert log.of(2)[0] == [7, 10]
