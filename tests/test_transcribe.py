@@ -874,3 +874,42 @@ def test_token_log_sorts_rows_and_copies_each_step_once():
     np.testing.assert_allclose(rows[0][1], [-0.1, -0.4], rtol=1e-6)
     np.testing.assert_allclose(rows[2][1], [-0.3, -0.6], rtol=1e-6)
     assert log.of(2)[0] == [7, 10]
+
+
+def test_compiled_step_matches_the_decoder_step_and_records_its_queries(model):
+    """The compiled one-token step (what every batch decodes with) against the decoder's plain
+    step (`nn.Linear`s, cache sliced to the position): logits, caches and the probe's recorded
+    cross-attention query projections over several steps, rows at different positions."""
+    from lightning_align.model import CompiledStep
+
+    rng = np.random.default_rng(3)
+    decoder, b = model.model.decoder, 3
+    features = mx.array(rng.standard_normal((b, 1500, model.dims.n_audio_state)).astype(np.float32)
+                        ).astype(model.dtype)
+    probe = {1: mx.array([0, 2]), 3: mx.array([1])}
+    compiled, plain = DecoderState(decoder, features, probe), DecoderState(decoder, features, probe)
+    step = CompiledStep(decoder, probe)
+    record = tuple(mx.zeros((b, 4, model.dims.n_text_state), model.dtype) for _ in probe)
+    base = mx.array(0, dtype=mx.int32)
+    tokens = mx.array([[50257], [50363], [440]], dtype=mx.int32)
+    captured = []
+
+    class Take:  # the plain step's probe: keeps the scaled queries it is handed
+        layers = probe
+
+        def take(self, layer, queries, keys):
+            captured.append((layer, np.asarray(queries[:, :, -1, :], np.float32)))
+
+    for k in range(4):
+        logits, record = step(tokens, compiled, record, base)
+        captured.clear()
+        expected = decoder.step(tokens, plain, Take())[:, 0, :]
+        np.testing.assert_allclose(np.asarray(logits), np.asarray(expected), rtol=1e-4, atol=1e-4)
+        for got, want in zip(compiled.keys, plain.keys):
+            np.testing.assert_allclose(np.asarray(got[:, :, k]), np.asarray(want[:, :, k]), atol=1e-5)
+        assert [layer for layer, _ in captured] == sorted(probe)
+        for buf, (layer, queries) in zip(record, captured):
+            heads = np.asarray(buf[:, k], np.float32).reshape(b, model.dims.n_text_head, -1)
+            scale = heads.shape[-1] ** -0.5
+            np.testing.assert_allclose(heads[:, np.asarray(probe[layer])] * scale, queries, atol=1e-5)
+        tokens = mx.array(np.asarray(logits).argmax(-1)[:, None].astype(np.int32))
