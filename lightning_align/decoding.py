@@ -652,7 +652,8 @@ class _TokenLog:
         self.n_rows = n_rows
         self._steps: list[tuple[np.ndarray, object, object]] = []
         self._by_row: list[tuple[list[int], np.ndarray]] | None = None
-        # host copies of the first `len(self._host_ids)` steps: (row ids, tokens, log-probs)
+        # host copies of the first `_copied` steps, one (row ids, tokens, log-probs) part per
+        # `so_far` that found steps added since the one before
         self._host_ids: list[np.ndarray] = []
         self._host_chosen: list[np.ndarray] = []
         self._host_lps: list[np.ndarray] = []
@@ -670,8 +671,10 @@ class _TokenLog:
         return self._by_row[row]
 
     def so_far(self) -> list[tuple[list[int], np.ndarray]]:
-        """Every row's (tokens, log-probabilities) from the steps added so far. Those steps have
-        run (the host read their alive masks before adding them)."""
+        """Every row's (tokens, log-probabilities) from the steps added so far. The decoding loop
+        asks after reading the last added step's alive mask, so those steps have run and their
+        copy waits for nothing queued after them (a step still running would only be waited
+        for)."""
         new = self._steps[self._copied:]
         if new:
             self._host_ids.append(np.concatenate([r for r, _, _ in new]))
