@@ -879,7 +879,7 @@ def test_token_log_sorts_rows_and_copies_each_step_once():
 def test_compiled_step_matches_the_decoder_step_and_records_its_queries(model):
     """The compiled one-token step (what every batch decodes with) against the decoder's plain
     step (`nn.Linear`s, cache sliced to the position): logits, caches and the probe's recorded
-    cross-attention query projections over several steps, rows at different positions."""
+    cross-attention query projections over several steps, rows starting from different tokens."""
     from lightning_align.model import CompiledStep
 
     rng = np.random.default_rng(3)
