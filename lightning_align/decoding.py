@@ -652,11 +652,10 @@ class _TokenLog:
         self.n_rows = n_rows
         self._steps: list[tuple[np.ndarray, object, object]] = []
         self._by_row: list[tuple[list[int], np.ndarray]] | None = None
-        # host copies of the first `_copied` steps, one (row ids, tokens, log-probs) part per
-        # `so_far` that found steps added since the one before
-        self._host_ids: list[np.ndarray] = []
-        self._host_chosen: list[np.ndarray] = []
-        self._host_lps: list[np.ndarray] = []
+        # the first `_copied` steps on the host, concatenated: row ids, tokens, log-probs
+        self._ids = np.zeros(0, np.int64)
+        self._chosen = np.zeros(0, np.int64)
+        self._lps = np.zeros(0, np.float32)
         self._copied = 0
 
     def add(self, rows: np.ndarray, alive: np.ndarray, chosen, logprobs) -> None:
@@ -677,13 +676,11 @@ class _TokenLog:
         for)."""
         new = self._steps[self._copied:]
         if new:
-            self._host_ids.append(np.concatenate([r for r, _, _ in new]))
-            self._host_chosen.append(_to_host([c for _, c, _ in new]).astype(np.int64))
-            self._host_lps.append(_to_host([lp for _, _, lp in new]).astype(np.float32))
+            self._ids = np.concatenate([self._ids] + [r for r, _, _ in new])
+            self._chosen = np.concatenate([self._chosen, _to_host([c for _, c, _ in new])])
+            self._lps = np.concatenate([self._lps, _to_host([lp for _, _, lp in new])])
             self._copied = len(self._steps)
-        ids = np.concatenate(self._host_ids)
-        chosen = np.concatenate(self._host_chosen)
-        lps = np.concatenate(self._host_lps)
+        ids, chosen, lps = self._ids, self._chosen, self._lps
         live = np.flatnonzero(ids >= 0)
         order = live[np.argsort(ids[live], kind="stable")]
         cuts = np.cumsum(np.bincount(ids[live], minlength=self.n_rows))[:-1]
