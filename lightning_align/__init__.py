@@ -9,11 +9,12 @@ from .errors import AlignmentError, AudioError, DecodingError, LightningAlignErr
 from .models import WhisperModel, load_model
 from .transcribe import transcribe, transcribe_many
 from .transcript import Segment, Transcript
+from .warmup import warm_up
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Alignment", "AlignOptions", "AlignmentError", "align", "AttentionCache", "AudioError", "CacheStats", "DecodingError",
     "DecodingOptions", "LightningAlignError", "ModelError", "Segment", "Transcript",
-    "WhisperModel", "load_audio", "load_model", "transcribe", "transcribe_many",
+    "WhisperModel", "load_audio", "load_model", "transcribe", "transcribe_many", "warm_up",
 ]

@@ -53,6 +53,32 @@ import mlx.core as mx  # noqa: E402  (must follow the BLAS preload)
 _warned = False
 
 
+def cache_root() -> str:
+    """This library's cache: $LIGHTNING_ALIGN_CACHE, else $XDG_CACHE_HOME (~/.cache)/lightning-align."""
+    return os.environ.get("LIGHTNING_ALIGN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lightning-align")
+
+
+def _default_ptx_cache() -> None:
+    # MLX's CUDA backend compiles every kernel variant with NVRTC on first use (4-9 s each on
+    # the H100 hosts measured) and keeps the results under the system's temporary directory by
+    # default, which containers and reboots empty: then every process starts with minutes of
+    # compiling again. Beside the converted weights they last as long as those. MLX reads the
+    # variable at its first compile, so setting it here, before any GPU work, is in time.
+    if platform.system() == "Linux" and "MLX_PTX_CACHE_DIR" not in os.environ:
+        os.environ["MLX_PTX_CACHE_DIR"] = os.path.join(cache_root(), "mlx-ptx", mx.__version__)
+
+
+_default_ptx_cache()
+
+
+def ptx_cache_dir() -> str | None:
+    """Where MLX's CUDA backend keeps the GPU kernels it compiles ($MLX_PTX_CACHE_DIR; by default
+    set by this library, on Linux, to `mlx-ptx/<MLX version>` in its cache), or None where MLX
+    picks (macOS: Metal's kernels are built ahead of time)."""
+    return os.environ.get("MLX_PTX_CACHE_DIR")
+
+
 def gpu_available() -> bool:
     """True when MLX has a GPU backend (Metal on macOS, CUDA on Linux) that works."""
     try:
@@ -75,4 +101,4 @@ def warn_if_slow_blas() -> None:
         )
 
 
-__all__ = ["mx", "BLAS_LIBRARY", "gpu_available", "warn_if_slow_blas"]
+__all__ = ["mx", "BLAS_LIBRARY", "cache_root", "gpu_available", "ptx_cache_dir", "warn_if_slow_blas"]

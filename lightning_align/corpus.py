@@ -386,6 +386,8 @@ class _Transcriber:
         # one that built it: all MLX work (the model included) runs on this one thread.
         self.mlx_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx")
         self.model = self.mlx_thread.submit(la.load_model, options.model).result()
+        # A GPU's kernels compile on first use: here, before the first batch, not inside it
+        self.mlx_thread.submit(la.warm_up, self.model).result()
         self.writer = WriterOptions()
         self.shard = _Shard(self.out_dir, f"worker-{os.getpid()}")
         self.which = re.compile(options.which) if options.which else None

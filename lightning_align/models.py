@@ -16,7 +16,7 @@ import numpy as np
 from mlx.utils import tree_unflatten
 
 from . import checkpoints, ct2
-from .backend import gpu_available, mx, warn_if_slow_blas
+from .backend import cache_root, gpu_available, mx, warn_if_slow_blas
 from .calibration import Calibration, calibration
 from .errors import ModelError
 from .model import ModelDimensions, Whisper
@@ -142,9 +142,7 @@ def _heads(dims: ModelDimensions, configured, name_hint: str | None) -> Alignmen
 
 def cache_dir() -> Path:
     """Where converted weights live: $LIGHTNING_ALIGN_CACHE, else ~/.cache/lightning-align."""
-    root = os.environ.get("LIGHTNING_ALIGN_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lightning-align")
-    return Path(root)
+    return Path(cache_root())
 
 
 def _fingerprint(*files: Path) -> str:

@@ -185,3 +185,44 @@ def test_alignment_heads_fallback_warns(caplog):
     assert heads.source.startswith("fallback")
     assert heads.pairs == ((1, 0),)
     assert "alignment heads" in caplog.text
+
+
+def test_kernel_cache_defaults_to_the_library_cache(tmp_path):
+    """MLX's compiled GPU kernels go beside the converted weights unless the user chose a place
+    ($MLX_PTX_CACHE_DIR), so they outlast the temporary directory MLX picks on its own."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, lightning_align; print(os.environ['MLX_PTX_CACHE_DIR'])"
+    env = {k: v for k, v in os.environ.items() if k != "MLX_PTX_CACHE_DIR"}
+    env["LIGHTNING_ALIGN_CACHE"] = str(tmp_path / "cache")
+    chosen = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert chosen == str(tmp_path / "cache" / "mlx-ptx" / mx.__version__)
+    env["MLX_PTX_CACHE_DIR"] = str(tmp_path / "mine")
+    kept = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert kept == str(tmp_path / "mine")
+
+
+def test_warm_up_runs_every_decoding_path(model, monkeypatch):
+    """`warm_up` decodes greedy, sampled and mixed batches, with and without the capture, for
+    each batch size asked (on a CPU only when forced: there is nothing to compile)."""
+    from lightning_align import warmup
+
+    calls = []
+    real = warmup.decode_batch
+
+    def counting(wm, features, options, **kw):
+        calls.append((features.shape[0], kw["capture"], str(kw["temperature"])))
+        results = real(wm, features, options, **kw)
+        assert all(len(r.tokens) <= warmup.WARM_UP_STEPS for r in results)
+        return results
+
+    monkeypatch.setattr(warmup, "decode_batch", counting)
+    if not la.backend.gpu_available():
+        assert la.warm_up(model) == 0.0 and not calls
+    assert la.warm_up(model, batch_sizes=(2,), force=True) > 0
+    assert sorted(calls) == sorted((2, capture, t) for capture in (False, True)
+                                   for t in ("0.0", "1.0", "[0.0, 1.0]"))

@@ -219,6 +219,43 @@ def test_device_token_choice_equals_host(model, short_speech, sample_len):
         np.testing.assert_allclose(d.log_norm, h.log_norm, atol=1e-3)
 
 
+@pytest.mark.parametrize("budget", [None, 3 * 2 * 1500])
+def test_padded_collection_equals_one_product_per_row(model, short_speech, monkeypatch, budget):
+    """The GPU's collection (`padded_row_scores`: rows padded to the longest, a few batched
+    products) gives the per-row products' scores and normalizers exactly, for rows that shrank
+    out of the batch at different steps; with a small budget it splits the rows into spans."""
+    from lightning_align import capture
+
+    if budget:
+        monkeypatch.setattr(capture, "PADDED_SCORE_VALUES", budget * len(model.captured_heads))
+    a = short_speech.audio
+    audios = [a, a[: len(a) // 2], a[: len(a) // 4], a[len(a) // 3:]]
+    features = model.model.embed_audio(mx.array(np.stack([log_mel_window(x, 80) for x in audios])))
+    results = []
+    for padded in (False, True):
+        monkeypatch.setattr(capture, "gpu_available", lambda padded=padded: padded)
+        results.append(decode_batch(model, features, DecodingOptions(
+            temperatures=(0.0,), token_choice="device"), capture=True))
+    for per_row, padded in zip(*results):
+        assert per_row.tokens == padded.tokens
+        np.testing.assert_array_equal(np.asarray(per_row.attention), np.asarray(padded.attention))
+        np.testing.assert_array_equal(per_row.log_norm, padded.log_norm)
+
+
+def test_padded_row_scores_skip_rows_without_queries():
+    """Rows without queries (skipped, or not yet decoded) inside a span get no scores, and the
+    others come back in row order."""
+    from lightning_align.capture import padded_row_scores, row_scores
+
+    rng = np.random.default_rng(5)
+    counts = np.array([0, 3, 0, 0, 5, 1, 0])
+    queries = mx.array(rng.standard_normal((counts.sum(), 2, 4)).astype(np.float32))
+    keys = mx.array(rng.standard_normal((len(counts), 2, 4, 7)).astype(np.float32))
+    expected = np.asarray(row_scores(queries, keys, counts))
+    assert expected.shape == (9, 2, 7)
+    np.testing.assert_array_equal(np.asarray(padded_row_scores(queries, keys, counts)), expected)
+
+
 def test_device_sampling_is_seeded_and_follows_the_rules(model, short_speech):
     """Sampling inside the compiled step (the GPU's fallback temperatures): the same seed gives
     the same tokens, another seed other tokens, and the timestamp rules still hold."""

@@ -1,0 +1,55 @@
+"""Compile a transcription's GPU kernels before the first request needs them.
+
+MLX's CUDA backend compiles each fused kernel variant (one per operation graph, dtypes and
+operand layout; a batch of one row lays some operands out unlike a batch of many) with NVRTC the
+first time it runs, 4-9 s each on the H100 hosts measured (docs/benchmarks.md, session 23), and
+keeps the result on disk (`backend.ptx_cache_dir`). On a fresh machine the first transcription
+therefore spends minutes compiling, and a later one that meets a new variant (a window decoded
+alone at a fallback temperature) stops for tens of seconds. `warm_up` runs every decoding path
+a transcription takes on random audio (greedy and sampled, one row and several, with and
+without the attention capture), so that a service pays this when it starts, once per machine
+while the disk cache lasts. On a CPU there is nothing to compile and it returns at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from .backend import gpu_available, ptx_cache_dir
+from .decoding import DecodingOptions, decode_batch
+from .models import WhisperModel, load_model
+
+WARM_UP_STEPS = 6  # decoding steps per warm-up batch: the kernels are the same at every step
+
+
+def warm_up(model: WhisperModel | str | None = None, *, batch_sizes: Sequence[int] = (1, 2),
+            force: bool = False) -> float:
+    """Run the GPU kernels of the model's transcription paths once, so that MLX compiles them
+    now; -> the wall seconds it took (minutes on a fresh machine; with the kernels in the disk
+    cache, six short decodes per batch size). `batch_sizes`: decoder batches to run (one row
+    and several cover the operand layouts). Does nothing on a CPU unless `force`."""
+    if not (gpu_available() or force):
+        return 0.0
+    from .transcribe import _encode  # the mel and encoder path transcription uses
+
+    wm = model if isinstance(model, WhisperModel) else load_model(model)
+    started = time.perf_counter()
+    rng = np.random.default_rng(0)
+    for b in batch_sizes:
+        # Quiet noise: a window's features whatever it holds; the decoder writes some text
+        noise = (0.01 * rng.standard_normal(30 * 16000)).astype(np.float32)
+        features = _encode(wm, [(noise, 0, len(noise))] * b)
+        options = DecodingOptions(temperatures=(0.0, 1.0), sample_len=WARM_UP_STEPS,
+                                  token_choice="auto")
+        mixed = [0.0, 1.0] * (b // 2) + [0.0] * (b % 2)
+        for capture in (False, True):
+            for temperature in (0.0, 1.0, mixed):
+                decode_batch(wm, features, options, temperature=temperature, capture=capture,
+                             audio_frames=np.full(b, 1500), stop_failed=capture)
+    return time.perf_counter() - started
+
+
+__all__ = ["warm_up", "ptx_cache_dir"]
