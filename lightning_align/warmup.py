@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .backend import gpu_available, ptx_cache_dir
+from .backend import gpu_available
 from .decoding import DecodingOptions, decode_batch
 from .models import WhisperModel, load_model
 
@@ -44,12 +44,12 @@ def warm_up(model: WhisperModel | str | None = None, *, batch_sizes: Sequence[in
         features = _encode(wm, [(noise, 0, len(noise))] * b)
         options = DecodingOptions(temperatures=(0.0, 1.0), sample_len=WARM_UP_STEPS,
                                   token_choice="auto")
-        mixed = [0.0, 1.0] * (b // 2) + [0.0] * (b % 2)
+        mixed = [0.0, 1.0] * (b // 2) + [0.0] * (b % 2)  # rows greedy and sampled together
         for capture in (False, True):
             for temperature in (0.0, 1.0, mixed):
                 decode_batch(wm, features, options, temperature=temperature, capture=capture,
-                             audio_frames=np.full(b, 1500), stop_failed=capture)
+                             audio_frames=np.full(b, 1500))
     return time.perf_counter() - started
 
 
-__all__ = ["warm_up", "ptx_cache_dir"]
+__all__ = ["warm_up"]
