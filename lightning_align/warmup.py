@@ -22,15 +22,20 @@ from .backend import gpu_available
 from .decoding import DecodingOptions, decode_batch
 from .models import WhisperModel, load_model
 
-WARM_UP_STEPS = 6  # decoding steps per warm-up batch: the kernels are the same at every step
+WARM_UP_STEPS = 12  # decoding steps per warm-up batch at most: the kernels are the same at every step
+# Noise levels of the warm-up windows, cycled over a batch's rows. On tiny.en the quiet and the
+# loud rows decode text to the end, the silent one ends after a word: the batch shrinks, and a
+# shrink's gathers compile too.
+NOISE_LEVELS = (0.03, 0.0, 0.3, 0.003)
 
 
-def warm_up(model: WhisperModel | str | None = None, *, batch_sizes: Sequence[int] = (1, 2),
+def warm_up(model: WhisperModel | str | None = None, *, batch_sizes: Sequence[int] = (1, 4),
             force: bool = False) -> float:
     """Run the GPU kernels of the model's transcription paths once, so that MLX compiles them
     now; -> the wall seconds it took (minutes on a fresh machine; with the kernels in the disk
     cache, six short decodes per batch size). `batch_sizes`: decoder batches to run (one row
-    and several cover the operand layouts). Does nothing on a CPU unless `force`."""
+    and several cover the operand layouts, and rows that end early shrink the batch). Does
+    nothing on a CPU unless `force`."""
     if not (gpu_available() or force):
         return 0.0
     from .transcribe import _encode  # the mel and encoder path transcription uses
@@ -39,9 +44,9 @@ def warm_up(model: WhisperModel | str | None = None, *, batch_sizes: Sequence[in
     started = time.perf_counter()
     rng = np.random.default_rng(0)
     for b in batch_sizes:
-        # Quiet noise: a window's features whatever it holds; the decoder writes some text
-        noise = (0.01 * rng.standard_normal(30 * 16000)).astype(np.float32)
-        features = _encode(wm, [(noise, 0, len(noise))] * b)
+        windows = [((level * rng.standard_normal(30 * 16000)).astype(np.float32), 0, 30 * 16000)
+                   for level in (NOISE_LEVELS * b)[:b]]
+        features = _encode(wm, windows)
         options = DecodingOptions(temperatures=(0.0, 1.0), sample_len=WARM_UP_STEPS,
                                   token_choice="auto")
         mixed = [0.0, 1.0] * (b // 2) + [0.0] * (b % 2)  # rows greedy and sampled together

@@ -208,8 +208,10 @@ def test_kernel_cache_defaults_to_the_library_cache(tmp_path):
 
 def test_warm_up_runs_every_decoding_path(model, monkeypatch):
     """`warm_up` decodes greedy, sampled and mixed batches, with and without the capture, for
-    each batch size asked (on a CPU only when forced: there is nothing to compile)."""
+    each batch size asked, and rows that end early shrink its batches (on a CPU only when
+    forced: there is nothing to compile)."""
     from lightning_align import warmup
+    from lightning_align.model import DecoderState
 
     calls = []
     real = warmup.decode_batch
@@ -221,8 +223,13 @@ def test_warm_up_runs_every_decoding_path(model, monkeypatch):
         return results
 
     monkeypatch.setattr(warmup, "decode_batch", counting)
+    shrinks = []
+    select = DecoderState.select
+    monkeypatch.setattr(DecoderState, "select", lambda self, rows: (shrinks.append(rows.shape[0]),
+                                                                     select(self, rows))[1])
     if not la.backend.gpu_available():
         assert la.warm_up(model) == 0.0 and not calls
-    assert la.warm_up(model, batch_sizes=(2,), force=True) > 0
-    assert sorted(calls) == sorted((2, capture, t) for capture in (False, True)
-                                   for t in ("0.0", "1.0", "[0.0, 1.0]"))
+    assert la.warm_up(model, batch_sizes=(4,), force=True) > 0
+    assert sorted(calls) == sorted((4, capture, t) for capture in (False, True)
+                                   for t in ("0.0", "1.0", "[0.0, 1.0, 0.0, 1.0]"))
+    assert shrinks, "no warm-up batch shrank: a shrink's kernels would compile in a transcription"
