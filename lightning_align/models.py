@@ -146,11 +146,32 @@ def cache_dir() -> Path:
 
 
 def _fingerprint(*files: Path) -> str:
-    h = hashlib.sha256()
+    """A hash of the files' bytes, naming their converted weights' cache entry: the same weights
+    share one entry wherever they are (keyed by path, size and time, a model copied to a fresh
+    directory for each run added ~70 MB to the cache every run). The hash is remembered under
+    the files' path, size and modification time (`fingerprints/` in the cache), so weights
+    loaded again from the same place are not read again."""
+    where = hashlib.sha256()
     for f in files:
         st = f.stat()
-        h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:20]
+        where.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    memo = cache_dir() / "fingerprints" / where.hexdigest()[:20]
+    try:
+        return memo.read_text().strip()
+    except OSError:
+        pass
+    content = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 23), b""):
+                content.update(chunk)
+    key = content.hexdigest()[:20]
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(key)
+    except OSError:
+        pass  # a read-only cache: hashed again next time
+    return key
 
 
 def _default_dir() -> Path:

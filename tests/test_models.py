@@ -41,10 +41,12 @@ def test_default_model(model):
 
 
 def test_converted_weights_are_cached(tmp_path, monkeypatch, ct2_dir):
-    monkeypatch.setenv("LIGHTNING_ALIGN_CACHE", str(tmp_path))
+    """Converted once; loaded again from the cache; the same weights in another directory (a
+    copy made for each run) share the entry instead of adding one."""
+    monkeypatch.setenv("LIGHTNING_ALIGN_CACHE", str(tmp_path / "cache"))
     target = shutil.copytree(ct2_dir, tmp_path / "ct2")
     first = la.load_model(target)
-    cached = list(tmp_path.glob("ct2-*/weights.safetensors"))
+    cached = list((tmp_path / "cache").glob("ct2-*/weights.safetensors"))
     assert len(cached) == 1
     models._loaded.clear()
     second = la.load_model(target)
@@ -52,6 +54,11 @@ def test_converted_weights_are_cached(tmp_path, monkeypatch, ct2_dir):
     a = second.model.decoder.token_embedding.weight
     b = first.model.decoder.token_embedding.weight
     assert mx.array_equal(a, b).item()
+    stamp = cached[0].stat().st_mtime_ns
+    models._loaded.clear()
+    la.load_model(shutil.copytree(ct2_dir, tmp_path / "another copy"))
+    assert list((tmp_path / "cache").glob("ct2-*/weights.safetensors")) == cached
+    assert cached[0].stat().st_mtime_ns == stamp  # read, not written again
 
 
 def test_mlx_directory(tmp_path, model, ct2_dir, window_mel):
