@@ -275,7 +275,10 @@ def _cached_weights(name: str, path: Path, kind: str) -> tuple[dict, dict, list 
     source = path / "model.bin" if kind == "ct2" else path
     if not source.exists():
         raise ModelError(f"{path}: model.bin is missing; the CTranslate2 directory is incomplete.")
-    target = cache_dir() / f"{kind}-{_fingerprint(source)}"
+    # A CTranslate2 directory's config.json is read too (its alignment heads): part of the key
+    config = path / "config.json"
+    read = (source, config) if kind == "ct2" and config.exists() else (source,)
+    target = cache_dir() / f"{kind}-{_fingerprint(*read)}"
     if (target / "weights.safetensors").exists():
         try:
             dims, weights, _ = checkpoints.read_mlx_directory(target)

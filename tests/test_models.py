@@ -59,6 +59,14 @@ def test_converted_weights_are_cached(tmp_path, monkeypatch, ct2_dir):
     la.load_model(shutil.copytree(ct2_dir, tmp_path / "another copy"))
     assert list((tmp_path / "cache").glob("ct2-*/weights.safetensors")) == cached
     assert cached[0].stat().st_mtime_ns == stamp  # read, not written again
+    # The same model.bin with other alignment heads in its config.json is other weights
+    other = shutil.copytree(ct2_dir, tmp_path / "other heads")
+    config = json.loads((other / "config.json").read_text())
+    config["alignment_heads"] = [[1, 0], [2, 2]]
+    (other / "config.json").write_text(json.dumps(config))
+    models._loaded.clear()
+    assert la.load_model(other).alignment_heads.pairs == ((1, 0), (2, 2))
+    assert len(list((tmp_path / "cache").glob("ct2-*/weights.safetensors"))) == 2
 
 
 def test_mlx_directory(tmp_path, model, ct2_dir, window_mel):
