@@ -157,18 +157,23 @@ def _fingerprint(*files: Path) -> str:
         where.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
     memo = cache_dir() / "fingerprints" / where.hexdigest()[:20]
     try:
-        return memo.read_text().strip()
+        key = memo.read_text().strip()
+        if len(key) == 20 and all(c in "0123456789abcdef" for c in key):
+            return key
     except OSError:
         pass
     content = hashlib.sha256()
     for f in files:
+        content.update(f"{f.stat().st_size}:".encode())  # where one file ends and the next begins
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 23), b""):
                 content.update(chunk)
     key = content.hexdigest()[:20]
-    try:
+    try:  # written whole or not at all: another process may be reading it
         memo.parent.mkdir(parents=True, exist_ok=True)
-        memo.write_text(key)
+        partial = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
+        partial.write_text(key)
+        partial.replace(memo)
     except OSError:
         pass  # a read-only cache: hashed again next time
     return key
