@@ -19,7 +19,7 @@ from functools import partial
 import numpy as np
 
 from .backend import gpu_available, mx
-from .capture import AttentionProbe, RowScores, side_stream
+from .capture import AttentionProbe, RowScores, host_views
 from .errors import DecodingError
 from .kernels.logits import select_tokens
 from .model import CompiledStep, DecoderState
@@ -689,14 +689,13 @@ class _TokenLog:
 
 
 def _to_host(parts: list) -> np.ndarray:
-    """One host array of steps' outputs (numpy, or MLX arrays of steps that have run), in order.
-    The device's parts are joined on the side stream, in one copy off the device: on the
-    default stream the join would wait for every step queued after them (the decoding loop
-    keeps a few queued), and the device would then idle while the host works."""
+    """One host array of steps' outputs (numpy, or MLX arrays of steps that have run), in order,
+    read off the device in one copy on the side stream (`capture.host_views`): on the default
+    stream the read would wait for every step queued after them, and the device would then
+    idle while the host works."""
     if all(isinstance(p, np.ndarray) for p in parts):
         return np.concatenate(parts)
-    with mx.stream(side_stream()):
-        return np.asarray(mx.concatenate([mx.array(p) for p in parts]))
+    return np.concatenate(host_views([mx.array(p) for p in parts]))
 
 
 def _choose_on_host(step_logits, suppress, rules, tok, temps, rng, chosen, chosen_lp):
