@@ -193,14 +193,20 @@ def test_captured_scores_equal_a_forced_pass(model, short_speech, prompt):
         np.testing.assert_array_equal(part, np.asarray(result.attention)[r0:r1, :, f0:f1])
 
 
+def _windows_that_end_apart(model, speech):
+    """Four windows of different lengths cut from `speech` (their texts end at different steps,
+    so a batch of them shrinks while steps are queued) and their encoder features."""
+    a = speech.audio
+    audios = [a, a[: len(a) // 2], a[: len(a) // 4], a[len(a) // 3:]]
+    return audios, model.model.embed_audio(mx.array(np.stack([log_mel_window(x, 80) for x in audios])))
+
+
 @pytest.mark.parametrize("sample_len", [None, 8])
 def test_device_token_choice_equals_host(model, short_speech, sample_len):
     """Greedy choice inside the compiled step, with the host queuing steps ahead, gives the host
     kernel's tokens, attention and normalizers: four windows of different lengths, so the batch
     shrinks twice while steps are queued; `sample_len` cuts rows off before they end."""
-    a = short_speech.audio
-    audios = [a, a[: len(a) // 2], a[: len(a) // 4], a[len(a) // 3:]]
-    features = model.model.embed_audio(mx.array(np.stack([log_mel_window(x, 80) for x in audios])))
+    audios, features = _windows_that_end_apart(model, short_speech)
     frames = [int(np.ceil(len(x) / 16000 * 50)) for x in audios]
     host, device = (decode_batch(model, features, DecodingOptions(
         temperatures=(0.0,), sample_len=sample_len, token_choice=choice), capture=True,
@@ -228,9 +234,7 @@ def test_padded_collection_equals_one_product_per_row(model, short_speech, monke
 
     if budget:
         monkeypatch.setattr(capture, "PADDED_SCORE_VALUES", budget * len(model.captured_heads))
-    a = short_speech.audio
-    audios = [a, a[: len(a) // 2], a[: len(a) // 4], a[len(a) // 3:]]
-    features = model.model.embed_audio(mx.array(np.stack([log_mel_window(x, 80) for x in audios])))
+    _, features = _windows_that_end_apart(model, short_speech)
     results = []
     for padded in (False, True):
         monkeypatch.setattr(capture, "gpu_available", lambda padded=padded: padded)
