@@ -78,6 +78,9 @@ def main(argv=None) -> int:
                         "0) instead of seed 0 in every run: each run is then another draw of the "
                         "fallback's luck, as mlx-whisper's runs are (its random state moves on "
                         "from run to run)")
+    p.add_argument("--no-warm-up", action="store_true",
+                   help="skip lightning_align.warm_up before the runs (on a GPU it compiles the "
+                        "decoding kernels once, as a service does at start; no-op on the CPU)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
@@ -88,6 +91,11 @@ def main(argv=None) -> int:
     wm = la.load_model(str(systems.ct2_dir()))
     gpu = la.backend.gpu_available()
     info = machine()
+    if not args.no_warm_up and any(n.startswith("lightning") for n in args.systems.split(",")):
+        # A service warms up once at start; without it a kernel variant first met inside a timed
+        # run (a one-row batch at a fallback temperature) costs that run seconds of compiling.
+        info["warm_up_s"] = round(la.warm_up(wm), 2)
+        print(f"warm_up {info['warm_up_s']} s", file=sys.stderr, flush=True)
     out = open(args.out, "a") if args.out else None
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b] or [None]
     windows = [None if w == "auto" else float(w) for w in args.window_s.split(",") if w] or [None]
