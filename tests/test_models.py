@@ -248,3 +248,36 @@ def test_warm_up_runs_every_decoding_path(model, monkeypatch):
     assert sorted(calls) == sorted((4, capture, t) for capture in (False, True)
                                    for t in ("0.0", "1.0", "[0.0, 1.0, 0.0, 1.0]"))
     assert shrinks, "no warm-up batch shrank: a shrink's kernels would compile in a transcription"
+
+
+def test_warm_up_holds_the_machine_lock(model, monkeypatch, tmp_path):
+    """Processes of one machine warm up one at a time: while `warm_up` decodes, another holder
+    of the kernel cache's lock file cannot take it (flock is per open file, so a second open in
+    this process stands for another process), and it is free again afterwards; one row decodes
+    greedy and sampled once each, not a third time as 'mixed'."""
+    import fcntl
+
+    from lightning_align import warmup
+
+    monkeypatch.setenv("MLX_PTX_CACHE_DIR", str(tmp_path / "ptx"))
+    lock = tmp_path / "ptx" / warmup.LOCK_NAME
+    held, temperatures = [], []
+    real = warmup.decode_batch
+
+    def probing(wm, features, options, **kw):
+        temperatures.append(str(kw["temperature"]))
+        with open(lock, "a") as other:
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.append(False)
+                fcntl.flock(other, fcntl.LOCK_UN)
+            except BlockingIOError:
+                held.append(True)
+        return real(wm, features, options, **kw)
+
+    monkeypatch.setattr(warmup, "decode_batch", probing)
+    la.warm_up(model, batch_sizes=(1,), force=True)
+    assert held and all(held)
+    assert sorted(temperatures) == ["0.0", "0.0", "1.0", "1.0"]
+    with open(lock, "a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released: does not raise
