@@ -1,4 +1,5 @@
-"""Command line: `lightning-align transcribe AUDIO...` (and `corpus`, when Ray is installed)."""
+"""Command line: `lightning-align transcribe AUDIO...`, `warm-up` (a GPU machine's kernels, once),
+and `corpus` (when Ray is installed)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,17 @@ def _formats(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(f"unknown format(s) {', '.join(bad)}; choose from "
                                          f"{', '.join(FORMATS)} or 'all'")
     return names
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(b) for b in text.split(",") if b.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers >= 1, comma-separated "
+                                         "(e.g. 1,4)")
+    return sizes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-words-per-line", type=int, default=None)
     t.add_argument("--verbose", "-v", action="store_true", help="print segments as decoded")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    w = sub.add_parser("warm-up", help="compile the GPU kernels of every decoding path into the "
+                       "kernel cache now (a container's start, before requests); nothing to do on "
+                       "a CPU")
+    w.add_argument("--model", default=None, help="as for transcribe (default tiny.en)")
+    w.add_argument("--batch-sizes", type=_batch_sizes, default=(1, 4),
+                   help="comma-separated decoder batches to run (default 1,4)")
+    w.add_argument("--force", action="store_true", help="run the decodes on a CPU too")
     c = sub.add_parser("corpus", help="transcribe and align many files on Ray (pip install "
                        '"lightning-align[ray]")')
     from . import corpus
@@ -116,6 +135,28 @@ def transcribe_files(args: argparse.Namespace) -> int:
     if failures:
         print(f"{len(failures)} of {len(args.audio)} file(s) failed", file=sys.stderr)
         return 1
+    return 0
+
+
+def warm_up_machine(args: argparse.Namespace) -> int:
+    """`lightning_align.warm_up` for the command line: prints what it did and where the kernels
+    went. Returns 0, or 2 when the model cannot be loaded."""
+    from . import load_model, warm_up
+    from .backend import gpu_available, ptx_cache_dir
+
+    try:
+        model = load_model(args.model)
+    except LightningAlignError as e:
+        print(f"lightning-align: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    if not (gpu_available() or args.force):
+        print("lightning-align: no GPU: MLX's CPU backend compiles nothing ahead, nothing to warm "
+              "up (--force runs the decodes anyway).")
+        return 0
+    seconds = warm_up(model, batch_sizes=args.batch_sizes, force=args.force)
+    where = ptx_cache_dir() or "MLX's default kernel cache"
+    print(f"lightning-align: warmed up {model.name} in {seconds:.1f} s (batches of "
+          f"{', '.join(map(str, args.batch_sizes))} rows); kernels in {where}")
     return 0
 
 
@@ -202,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "transcribe":
         return transcribe_files(args)
+    if args.command == "warm-up":
+        return warm_up_machine(args)
     from . import corpus
 
     return corpus.main(args)

@@ -157,3 +157,29 @@ def test_a_file_that_breaks_the_shared_decode_fails_alone(inputs, tmp_path, caps
     assert len(failed) == 1 and str(inputs["good_mp3"]) in failed[0]
     assert "unexpected RuntimeError: decoder exploded" in failed[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["speech.txt"]
+
+
+def test_warm_up_command(capsys, monkeypatch, tmp_path):
+    """`lightning-align warm-up` runs `warm_up` with the batches asked (forced on a CPU), says
+    where the kernels went, and answers a bad model or batch list with exit status 2."""
+    from lightning_align import warmup
+
+    monkeypatch.setenv("MLX_PTX_CACHE_DIR", str(tmp_path / "ptx"))
+    rows = []
+    real = warmup.decode_batch
+    monkeypatch.setattr(warmup, "decode_batch",
+                        lambda wm, features, options, **kw: (rows.append(features.shape[0]),
+                                                             real(wm, features, options, **kw))[1])
+    assert main(["warm-up", "--batch-sizes", "2", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "warmed up" in out and str(tmp_path / "ptx") in out
+    assert rows and set(rows) == {2}
+    if not la.backend.gpu_available():
+        rows.clear()
+        assert main(["warm-up"]) == 0 and not rows
+        assert "no GPU" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as bad:
+        main(["warm-up", "--batch-sizes", "0,x"])
+    assert bad.value.code == 2 and "whole numbers" in capsys.readouterr().err
+    assert main(["warm-up", "--model", str(tmp_path / "nomodel")]) == 2
+    assert "nomodel" in capsys.readouterr().err
