@@ -6,9 +6,9 @@ first time it runs, 4-9 s each on the H100 hosts measured (docs/benchmarks.md, s
 keeps the result on disk (`backend.ptx_cache_dir`). On a fresh machine the first transcription
 therefore spends minutes compiling, and a later one that meets a new variant (a window decoded
 alone at a fallback temperature) stops for tens of seconds. `warm_up` runs every decoding path
-a transcription takes on random audio (greedy and sampled, one row and several, with and
-without the attention capture), so that a service pays this when it starts, once per machine
-while the disk cache lasts. On a CPU there is nothing to compile and it returns at once.
+a transcription takes on random audio (greedy and sampled, one row and several, a batch that
+shrinks and one that a window joins, with and without the attention capture), so that a
+service pays this when it starts, once per machine while the disk cache lasts. On a CPU there is nothing to compile and it returns at once.
 
 Processes of one machine that start together (Ray actors on a node) warm up one at a time,
 under a lock file in the kernel cache: MLX writes a compiled kernel in place, so a process
@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from .backend import gpu_available, ptx_cache_dir
-from .decoding import DecodingOptions, decode_batch
+from .decoding import JOIN_MIN_STEPS, DecodingOptions, JoinRow, decode_batch
 from .models import WhisperModel, load_model
 
 WARM_UP_STEPS = 12  # decoding steps per warm-up batch at most: the kernels are the same at every step
@@ -35,6 +35,8 @@ WARM_UP_STEPS = 12  # decoding steps per warm-up batch at most: the kernels are 
 # shrink's gathers compile too.
 NOISE_LEVELS = (0.03, 0.0, 0.3, 0.003)
 LOCK_NAME = ".lightning-align-warm-up.lock"
+# Steps of the warm-up pass a window joins: room for a join after the silent row has ended
+JOIN_PASS_STEPS = JOIN_MIN_STEPS + 8
 
 
 @contextlib.contextmanager
@@ -70,7 +72,7 @@ def warm_up(model: WhisperModel | str | None = None, *, batch_sizes: Sequence[in
             force: bool = False) -> float:
     """Run the GPU kernels of the model's transcription paths once, so that MLX compiles them
     now; -> the wall seconds it took (minutes on a fresh machine; with the kernels in the disk
-    cache, six short decodes per batch size, four for one row). `batch_sizes`: decoder batches to run (one row
+    cache, eight short decodes per batch size, four for one row). `batch_sizes`: decoder batches to run (one row
     and several cover the operand layouts, and rows that end early shrink the batch). Does
     nothing on a CPU unless `force`. Waits while another process of the machine warms up
     (`machine_lock`); the seconds returned include that wait."""
@@ -100,6 +102,30 @@ def _decode_each_path(wm: WhisperModel, batch_sizes: Sequence[int]) -> None:
             for temperature in temperatures:
                 decode_batch(wm, features, options, temperature=temperature, capture=capture,
                              audio_frames=np.full(b, 1500))
+            if b > 1:
+                _decode_with_a_join(wm, features, capture)
+
+
+def _decode_with_a_join(wm: WhisperModel, features, capture: bool) -> bool:
+    """A greedy pass that a window joins when its first row ends, as the rest of a window whose
+    text stopped early joins a transcription's pass: the joined row's prompt and start
+    sequence, decoded apart, and the batch growing by it have kernels of their own. Tokens are
+    chosen on the device, where joins happen (on a CPU too, where `warm_up` is only forced).
+    -> whether a window joined (the silent row of `NOISE_LEVELS` ends within a few steps)."""
+    tok = wm.tokenizer("en" if wm.is_multilingual else None)
+    prompt = [tok.sot_prev] + tok.encode(" The rest of the window, after the text before it.")
+    joined = []
+
+    def join(row: int, result, offset: int) -> JoinRow | None:
+        if joined:
+            return None
+        joined.append(JoinRow(features[row : row + 1], prompt, "en"))
+        return joined[-1]
+
+    options = DecodingOptions(temperatures=(0.0,), sample_len=JOIN_PASS_STEPS, token_choice="device")
+    decode_batch(wm, features, options, temperature=0.0, capture=capture,
+                 audio_frames=np.full(features.shape[0], 1500), join=join)
+    return bool(joined)
 
 
 __all__ = ["warm_up"]

@@ -223,8 +223,8 @@ def test_kernel_cache_defaults_to_the_library_cache(tmp_path):
 
 def test_warm_up_runs_every_decoding_path(model, monkeypatch):
     """`warm_up` decodes greedy, sampled and mixed batches, with and without the capture, for
-    each batch size asked, and rows that end early shrink its batches (on a CPU only when
-    forced: there is nothing to compile)."""
+    each batch size asked; rows that end early shrink its batches, and a window joins one
+    greedy pass of each (on a CPU only when forced: there is nothing to compile)."""
     from lightning_align import warmup
     from lightning_align.model import DecoderState
 
@@ -234,20 +234,25 @@ def test_warm_up_runs_every_decoding_path(model, monkeypatch):
     def counting(wm, features, options, **kw):
         calls.append((features.shape[0], kw["capture"], str(kw["temperature"])))
         results = real(wm, features, options, **kw)
-        assert all(len(r.tokens) <= warmup.WARM_UP_STEPS for r in results)
+        assert options.sample_len in (warmup.WARM_UP_STEPS, warmup.JOIN_PASS_STEPS)
+        assert all(len(r.tokens) <= options.sample_len for r in results)
         return results
 
     monkeypatch.setattr(warmup, "decode_batch", counting)
     shrinks = []
-    select = DecoderState.select
+    select, append = DecoderState.select, DecoderState.append
+    grown = []
+    monkeypatch.setattr(DecoderState, "append", lambda self, other: (
+        grown.append(other.keys[0].shape[0]), append(self, other))[1])
     monkeypatch.setattr(DecoderState, "select", lambda self, rows: (shrinks.append(rows.shape[0]),
                                                                      select(self, rows))[1])
     if not la.backend.gpu_available():
         assert la.warm_up(model) == 0.0 and not calls
     assert la.warm_up(model, batch_sizes=(4,), force=True) > 0
     assert sorted(calls) == sorted((4, capture, t) for capture in (False, True)
-                                   for t in ("0.0", "1.0", "[0.0, 1.0, 0.0, 1.0]"))
+                                   for t in ("0.0", "1.0", "[0.0, 1.0, 0.0, 1.0]", "0.0"))
     assert shrinks, "no warm-up batch shrank: a shrink's kernels would compile in a transcription"
+    assert grown == [1, 1], "no window joined a warm-up pass (with and without capture)"
 
 
 def test_warm_up_holds_the_machine_lock(model, monkeypatch, tmp_path):
