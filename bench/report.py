@@ -263,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
                        "The fallback temperatures sample, so a run's time is also a draw: "
                        "mlx-whisper's random state moves on from run to run, lightning repeats "
                        "seed 0 in every run unless it ran with `--vary-seed` (seed r in round r; "
-                       "no file before 2026-12-03 did). "
+                       "no file before 2026-12-03 did). Before its runs, `bench.throughput` "
+                       "calls `lightning_align.warm_up` as a service does at start (GPU kernels "
+                       "compiled once; rows carry `warm_up_s`; no file before 2026-12-07's did). "
                        "Regenerate: `python -m bench.report`.", "",
                        "### Summary: each machine's newest session", "",
                        "x realtime = audio seconds per wall second. \"Paired by round\": the "
