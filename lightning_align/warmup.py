@@ -8,7 +8,8 @@ therefore spends minutes compiling, and a later one that meets a new variant (a 
 alone at a fallback temperature) stops for tens of seconds. `warm_up` runs every decoding path
 a transcription takes on random audio (greedy and sampled, one row and several, a batch that
 shrinks and one that a window joins, with and without the attention capture), so that a
-service pays this when it starts, once per machine while the disk cache lasts. On a CPU there is nothing to compile and it returns at once.
+service pays this when it starts, once per machine while the disk cache lasts. On a CPU there
+is nothing to compile and it returns at once.
 
 Processes of one machine that start together (Ray actors on a node) warm up one at a time,
 under a lock file in the kernel cache: MLX writes a compiled kernel in place, so a process
@@ -72,8 +73,9 @@ def warm_up(model: WhisperModel | str | None = None, *, batch_sizes: Sequence[in
             force: bool = False) -> float:
     """Run the GPU kernels of the model's transcription paths once, so that MLX compiles them
     now; -> the wall seconds it took (minutes on a fresh machine; with the kernels in the disk
-    cache, eight short decodes per batch size, four for one row). `batch_sizes`: decoder batches to run (one row
-    and several cover the operand layouts, and rows that end early shrink the batch). Does
+    cache, eight short decodes per batch size, four for one row). `batch_sizes`: decoder
+    batches to run (one row and several cover the operand layouts; in several, rows that end
+    early shrink the batch, and a window joins one pass). Does
     nothing on a CPU unless `force`. Waits while another process of the machine warms up
     (`machine_lock`); the seconds returned include that wait."""
     if not (gpu_available() or force):
