@@ -124,7 +124,8 @@ def _decode_with_a_join(wm: WhisperModel, features, capture: bool) -> bool:
         joined.append(JoinRow(features[row : row + 1], prompt, "en"))
         return joined[-1]
 
-    options = DecodingOptions(temperatures=(0.0,), sample_len=JOIN_PASS_STEPS, token_choice="device")
+    options = DecodingOptions(temperatures=(0.0,), sample_len=JOIN_PASS_STEPS,
+                              token_choice="device")
     decode_batch(wm, features, options, temperature=0.0, capture=capture,
                  audio_frames=np.full(features.shape[0], 1500), join=join)
     return bool(joined)
