@@ -132,6 +132,11 @@ class AttentionProbe:
     def _close(self) -> None:
         if self._runs:
             self._runs[-1].buffers = self.buffers
+            if self.buffers:
+                # The device loop may leave the writes lazy (`decoding.QUEUE_RECORD_EACH_STEP`):
+                # queue them now, behind the last step that wrote them, so a later read on the
+                # side stream waits for them alone. No step writes these buffers any more.
+                mx.async_eval(self.buffers)
         self.buffers, self.base = (), None
 
     def _entries(self, closed_only: bool = False) -> tuple[np.ndarray, list[mx.array]]:

@@ -749,6 +749,15 @@ def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok
 
 
 LOOKAHEAD_STEPS = 2  # steps queued on the device ahead of the one the host reads
+# Whether each queued step's `async_eval` also names the probe's record buffers. MLX holds what
+# an `async_eval` names until its kernels finish, so the next step queued meanwhile cannot
+# update those buffers in place and copies each whole (B, steps, n_state) buffer instead (H100,
+# session 24: a chained update of a 268 MB buffer 284 ms a step against 0.5 ms waited for;
+# steps passing the buffers through unwritten took the capture from +12.3 % to +6.8 % over
+# segment-only). Left out, the writes stay lazy, a chain of in-place updates that runs when
+# the buffers are closed (`AttentionProbe._close`) or collected. The decoding itself is the
+# same either way; the speed of False on a GPU is NOT yet measured.
+QUEUE_RECORD_EACH_STEP = False
 # More steps queued before the host hands settled rows over (`settling`): their attention
 # comes off the device on a side stream, and the host's work on them (segments, the copy)
 # takes longer than two steps; the device decodes the extra ones meanwhile.
@@ -816,7 +825,7 @@ def _steps_on_device(step_fn, state, probe, rules, log, step_logits, suppress, t
                 probe.buffers = written
             carry = (next_tokens, alive_out, rules_out, offset, key)
             mx.async_eval(chosen, lp, next_tokens, alive_out, *rules_out, offset, key, state.keys,
-                          state.values, *written)
+                          state.values, *(written if QUEUE_RECORD_EACH_STEP else ()))
             queue.append((rows, chosen, lp, alive_out))
             issued += 1
         if dropped and settling is not None:

@@ -461,6 +461,34 @@ def test_a_row_that_joins_a_pass_decodes_as_it_would_alone(model, short_speech, 
     assert [r.tokens for r in passed] == [r.tokens for r in plain]
 
 
+def test_record_writes_left_lazy_capture_the_same_attention(model, short_speech, long_speech,
+                                                            monkeypatch):
+    """The device loop's probe writes, left out of each step's `async_eval` (a chain of updates
+    run when the buffers close) or queued with every step, give identical tokens, attention
+    and normalizers, through shrinks of the batch and the settling of rows mid-pass."""
+    from lightning_align import decoding
+
+    mels = [log_mel_window(x, model.dims.n_mels)
+            for x in (short_speech.audio[: int(3.5 * 16000)], long_speech.audio[: 30 * 16000],
+                      short_speech.audio[: int(6.5 * 16000)])]
+    features = model.model.embed_audio(mx.array(np.stack(mels)))
+    options = DecodingOptions(language="en", token_choice="device")
+    frames = [175, 1500, 325]
+    runs = {}
+    for queued in (True, False):
+        monkeypatch.setattr(decoding, "QUEUE_RECORD_EACH_STEP", queued)
+        settled = {}
+        results = decode_batch(model, features, options, capture=True, audio_frames=frames,
+                               settle=lambda rows, res, settled=settled: settled.update(zip(rows, res)))
+        runs[queued] = (results, settled)
+    (queued, settled_q), (lazy, settled_l) = runs[True], runs[False]
+    assert settled_q.keys() == settled_l.keys() and settled_l  # rows settled mid-pass
+    for a, b in zip(queued, lazy):
+        assert a.tokens == b.tokens
+        np.testing.assert_array_equal(np.asarray(a.attention), np.asarray(b.attention))
+        np.testing.assert_array_equal(a.log_norm, b.log_norm)
+
+
 def test_windows_that_end_early_are_final_while_the_pass_goes_on(model, short_speech, long_speech):
     """Where tokens are chosen on the device, windows whose rows the batch let go (shrinking)
     reach `on_final` while the others still decode, with the tokens, attention and
