@@ -332,10 +332,11 @@ class CompiledStep:
     what makes batched decoding fast on a GPU, where a step is a few hundred small kernels.
     With `probe_layers`, the step also writes, for each probed layer in layer order, its
     cross-attention query projection (B, 1, n_state) as the attention consumed it into a
-    `record` buffer (B, steps, n_state) at step `offset - base`, in place like the caches, and
-    returns the buffers: one buffer per layer and batch composition, not a new array per step
-    and layer kept alive for the whole decode (each a fresh allocation, and all of them
-    concatenated again at collection).
+    `record` buffer (B, steps, n_state) at step `offset - base` (in place where MLX may donate
+    the buffer; a buffer an unfinished `async_eval` names is copied instead: see
+    `decoding.QUEUE_RECORD_EACH_STEP`), and returns the buffers: one buffer per layer and batch
+    composition, not a new array per step and layer kept alive for the whole decode (each a
+    fresh allocation, and all of them concatenated again at collection).
     Picking the alignment heads out, the scaling, and their scores against the window's keys
     are done for all steps at once when the batch is collected (`AttentionProbe.per_row`): on a
     GPU a step is a few hundred small kernels bound by their launches, and a gather and a
