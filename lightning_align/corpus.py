@@ -317,12 +317,12 @@ class _Shard:
 
 def _consolidate(out_dir: Path) -> None:
     """Merge the shards into manifest.jsonl (atomically), then remove the merged shards."""
-    from .writers import _write_atomic
+    from .files import write_atomic
 
     shards = sorted((out_dir / SHARD_DIR).glob("*.jsonl"))
     rows = read_manifest(out_dir)
     data = "".join(json.dumps(r.to_row(), ensure_ascii=False) + "\n" for r in rows.values())
-    _write_atomic(out_dir / MANIFEST, data.encode("utf-8"))
+    write_atomic(out_dir / MANIFEST, data.encode("utf-8"))
     for shard in shards:
         shard.unlink(missing_ok=True)
 

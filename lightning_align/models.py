@@ -19,6 +19,7 @@ from . import checkpoints, ct2
 from .backend import cache_root, gpu_available, mx, warn_if_slow_blas
 from .calibration import Calibration, calibration
 from .errors import ModelError
+from .files import write_atomic
 from .model import ModelDimensions, Whisper
 
 log = logging.getLogger("lightning_align")
@@ -171,9 +172,7 @@ def _fingerprint(*files: Path) -> str:
     key = content.hexdigest()[:20]
     try:  # written whole or not at all: another process may be reading it
         memo.parent.mkdir(parents=True, exist_ok=True)
-        partial = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
-        partial.write_text(key)
-        partial.replace(memo)
+        write_atomic(memo, key.encode())
     except OSError:
         pass  # a read-only cache: hashed again next time
     return key

@@ -19,12 +19,12 @@ import json
 import math
 import os
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from .errors import LightningAlignError
+from .files import write_atomic
 
 FORMATS: tuple[str, ...] = ("json", "srt", "vtt", "tsv", "txt")
 
@@ -373,27 +373,6 @@ def _check_formats(formats: Iterable[str] | str) -> list[str]:
     return wanted
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
-    # The temp file must be in the same directory: os.replace is atomic only within a filesystem.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    # os.open with 0o666 lets the umask decide permissions, as a plain open() would
-    # (tempfile would create the file 0o600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_result(
     result: Mapping[str, Any],
     dest: str | os.PathLike[str],
@@ -437,6 +416,6 @@ def write_result(
     paths = []
     for fmt, text in texts.items():
         path = stem.with_name(f"{stem.name}.{fmt}")
-        _write_atomic(path, text.encode("utf-8"))
+        write_atomic(path, text.encode("utf-8"))
         paths.append(path)
     return paths
