@@ -89,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
 GPU_FILES_PER_BATCH = 16  # short files fill a 64-window GPU batch together
 
 
+def _load_model(name: str | None):
+    """`load_model(name)`, or None after printing why it cannot be loaded (exit status 2)."""
+    from . import load_model
+
+    try:
+        return load_model(name)
+    except LightningAlignError as e:
+        print(f"lightning-align: {_one_line(str(e))}", file=sys.stderr)
+        return None
+
+
 def transcribe_files(args: argparse.Namespace) -> int:
     """Transcribe the files, several at a time on a GPU (their windows share decoder batches):
     a file that fails gets one `FAILED` line on stderr and the others are still written.
@@ -96,7 +107,6 @@ def transcribe_files(args: argparse.Namespace) -> int:
     option is wrong."""
     from tqdm import tqdm
 
-    from . import load_model
     from .backend import gpu_available
 
     group = args.files_per_batch
@@ -111,10 +121,8 @@ def transcribe_files(args: argparse.Namespace) -> int:
         group = 1  # sequential decodes one window at a time; verbose lines would interleave
     elif group is None:
         group = GPU_FILES_PER_BATCH if gpu_available() else 1
-    try:
-        model = load_model(args.model)
-    except LightningAlignError as e:
-        print(f"lightning-align: {_one_line(str(e))}", file=sys.stderr)
+    model = _load_model(args.model)
+    if model is None:
         return 2
     failures: list[tuple[str, str]] = []
     bar = tqdm(total=len(args.audio), unit="file", disable=args.quiet or len(args.audio) < 2)
@@ -141,13 +149,11 @@ def transcribe_files(args: argparse.Namespace) -> int:
 def warm_up_machine(args: argparse.Namespace) -> int:
     """`lightning_align.warm_up` for the command line: prints what it did and where the kernels
     went. Returns 0, or 2 when the model cannot be loaded."""
-    from . import load_model, warm_up
+    from . import warm_up
     from .backend import gpu_available, ptx_cache_dir
 
-    try:
-        model = load_model(args.model)
-    except LightningAlignError as e:
-        print(f"lightning-align: {_one_line(str(e))}", file=sys.stderr)
+    model = _load_model(args.model)
+    if model is None:
         return 2
     if not (gpu_available() or args.force):
         print("lightning-align: no GPU: MLX's CPU backend compiles nothing ahead, nothing to warm "
