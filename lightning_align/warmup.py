@@ -108,12 +108,12 @@ def _decode_each_path(wm: WhisperModel, batch_sizes: Sequence[int]) -> None:
                 _decode_with_a_join(wm, features, capture)
 
 
-def _decode_with_a_join(wm: WhisperModel, features, capture: bool) -> bool:
+def _decode_with_a_join(wm: WhisperModel, features, capture: bool) -> None:
     """A greedy pass that a window joins when its first row ends, as the rest of a window whose
     text stopped early joins a transcription's pass: the joined row's prompt and start
     sequence, decoded apart, and the batch growing by it have kernels of their own. Tokens are
-    chosen on the device, where joins happen (on a CPU too, where `warm_up` is only forced).
-    -> whether a window joined (the silent row of `NOISE_LEVELS` ends within a few steps)."""
+    chosen on the device, where joins happen (on a CPU too, where `warm_up` is only forced); the
+    silent row of `NOISE_LEVELS` ends within a few steps, leaving room for the join."""
     tok = wm.tokenizer("en" if wm.is_multilingual else None)
     prompt = [tok.sot_prev] + tok.encode(" The rest of the window, after the text before it.")
     joined = []
@@ -128,7 +128,6 @@ def _decode_with_a_join(wm: WhisperModel, features, capture: bool) -> bool:
                               token_choice="device")
     decode_batch(wm, features, options, temperature=0.0, capture=capture,
                  audio_frames=np.full(features.shape[0], 1500), join=join)
-    return bool(joined)
 
 
 __all__ = ["warm_up"]
