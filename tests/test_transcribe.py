@@ -461,6 +461,15 @@ def test_a_row_that_joins_a_pass_decodes_as_it_would_alone(model, short_speech, 
     assert [r.tokens for r in passed] == [r.tokens for r in plain]
 
 
+def _two_short_two_long(model, short_speech, long_speech):
+    """Encoder features of two short windows (3.5 and 6.5 s: their rows end early, and the batch
+    lets them go while the long ones decode) between two full 30 s ones, and their audio frames."""
+    mels = [log_mel_window(x, model.dims.n_mels)
+            for x in (short_speech.audio[: int(3.5 * 16000)], long_speech.audio[: 30 * 16000],
+                      short_speech.audio[: int(6.5 * 16000)], long_speech.audio[30 * 16000: 60 * 16000])]
+    return model.model.embed_audio(mx.array(np.stack(mels))), [175, 1500, 325, 1500]
+
+
 def test_record_writes_left_lazy_capture_the_same_attention(model, short_speech, long_speech,
                                                             monkeypatch):
     """The device loop's probe writes, left out of each step's `async_eval` (a chain of updates
@@ -468,12 +477,8 @@ def test_record_writes_left_lazy_capture_the_same_attention(model, short_speech,
     and normalizers, through shrinks of the batch and the settling of rows mid-pass."""
     from lightning_align import decoding
 
-    mels = [log_mel_window(x, model.dims.n_mels)
-            for x in (short_speech.audio[: int(3.5 * 16000)], long_speech.audio[: 30 * 16000],
-                      short_speech.audio[: int(6.5 * 16000)])]
-    features = model.model.embed_audio(mx.array(np.stack(mels)))
+    features, frames = _two_short_two_long(model, short_speech, long_speech)
     options = DecodingOptions(language="en", token_choice="device")
-    frames = [175, 1500, 325]
     runs = {}
     for queued in (True, False):
         monkeypatch.setattr(decoding, "QUEUE_RECORD_EACH_STEP", queued)
@@ -493,11 +498,7 @@ def test_windows_that_end_early_are_final_while_the_pass_goes_on(model, short_sp
     """Where tokens are chosen on the device, windows whose rows the batch let go (shrinking)
     reach `on_final` while the others still decode, with the tokens, attention and
     normalizers they get when the pass is collected at its end."""
-    mels = [log_mel_window(x, model.dims.n_mels)
-            for x in (short_speech.audio[: int(3.5 * 16000)], long_speech.audio[: 30 * 16000],
-                      short_speech.audio[: int(6.5 * 16000)], long_speech.audio[30 * 16000: 60 * 16000])]
-    features = model.model.embed_audio(mx.array(np.stack(mels)))
-    frames = [175, 1500, 325, 1500]
+    features, frames = _two_short_two_long(model, short_speech, long_speech)
     options = DecodingOptions(language="en", token_choice="device")
     heard, ends = [], []
 
