@@ -35,6 +35,10 @@ def build(name: str, model: str | None = None, log=print) -> None:
     pool = [(layer, head) for layer in range(wm.dims.n_text_layer) for head in range(wm.dims.n_text_head)]
     wm.extra_heads = tuple(pool)
     clips = SETS[name]()
+    if clips is None:  # the real sets need pocketsphinx and its sdist's recordings
+        raise SystemExit(f"set {name!r}: no recordings here; install pocketsphinx==5.1.1 and let "
+                         f"it download its sdist once, or set {datasets.REAL_DATA_ENV} "
+                         "(see docs/accuracy.md)")
     rows = []
     for clip in clips:
         tr = la.transcribe(clip.audio, model=wm)
