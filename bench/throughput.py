@@ -18,6 +18,7 @@ import json
 import platform
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -86,6 +87,9 @@ def main(argv=None) -> int:
 
     import lightning_align as la
 
+    if args.out:  # before the minutes a fresh GPU's warm-up takes, not after them
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    out = open(args.out, "a") if args.out else None
     samples = load_samples(args.audio, args.tile)
     audio_s = len(samples) / 16000
     wm = la.load_model(str(systems.ct2_dir()))
@@ -96,7 +100,6 @@ def main(argv=None) -> int:
         # run (a one-row batch at a fallback temperature) costs that run seconds of compiling.
         info["warm_up_s"] = round(la.warm_up(wm), 2)
         print(f"warm_up {info['warm_up_s']} s", file=sys.stderr, flush=True)
-    out = open(args.out, "a") if args.out else None
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b] or [None]
     windows = [None if w == "auto" else float(w) for w in args.window_s.split(",") if w] or [None]
     reference = open(args.reference).read() if args.reference else None
