@@ -69,10 +69,7 @@ def summary(rows: list[dict]) -> str:
     """A table of the figures the goals are judged on: one line per file and audio length of
     each machine's newest session that ran lightning beside mlx-whisper, the paired ratios next
     to fastest against fastest."""
-    newest: dict[str, int] = {}
-    for r in rows:
-        machine, n = session(r["file"])
-        newest[machine] = max(newest.get(machine, 0), n)
+    newest = newest_sessions(rows)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in best(rows).values():
         machine, n = session(r["file"])
@@ -212,31 +209,72 @@ def paired_ratios(slow: dict[tuple, float], fast: dict[tuple, float]) -> list[fl
     return [slow[k] / fast[k] for k in sorted(slow.keys() & fast.keys())]
 
 
+def newest_sessions(rows: list[dict]) -> dict[str, int]:
+    """{machine: its newest session number} among `rows`."""
+    newest: dict[str, int] = {}
+    for r in rows:
+        machine, n = session(r["file"])
+        newest[machine] = max(newest.get(machine, 0), n)
+    return newest
+
+
+def plot_points(rows: list[dict]) -> dict[str, tuple[int, dict[str, list[tuple[float, float]]]]]:
+    """{machine: (session, {system: [(audio minutes, x realtime)]})} for tiny.en from each
+    machine's newest session that ran it (as the summary), the fastest run at each audio length (to the minute above 25
+    minutes, so the 30.2 and 30.3 min tilings are one length): lengths of one session only,
+    since hosts of one kind differ in speed from session to session."""
+    tiny = [r for r in best(rows).values() if model_of(r["file"]) == "tiny.en"]
+    newest = newest_sessions(tiny)
+    top: dict[tuple, float] = {}
+    for r in tiny:
+        machine, n = session(r["file"])
+        if n == newest[machine]:
+            minutes = r["audio_s"] / 60
+            minutes = round(minutes) if minutes > 25 else round(minutes, 1)
+            key = (machine, r["system"], minutes)
+            top[key] = max(top.get(key, 0.0), r["rtf"])
+    out: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for (machine, system, minutes), rtf in sorted(top.items()):
+        out[machine][system].append((minutes, rtf))
+    return {machine: (newest[machine], per) for machine, per in out.items()}
+
+
 def plot(rows: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    # One line per system and device, at its best batch size for each audio length.
-    top: dict[tuple, float] = {}
-    for r in best(rows).values():
-        key = (f"{r['system']} ({r.get('device', '?')})", r["audio_s"])
-        top[key] = max(top.get(key, 0.0), r["rtf"])
-    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for (label, audio_s), rtf in top.items():
-        series[label].append((audio_s, rtf))
-    for label, points in sorted(series.items()):
-        points.sort()
-        ax.plot([p[0] / 60 for p in points], [p[1] for p in points], marker="o", label=label)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("audio length (minutes)")
-    ax.set_ylabel("x realtime (audio s / wall s)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
+    points = plot_points(rows)
+    machines = sorted(points, key=lambda m: (not m.startswith("gpu"), m))
+    systems = sorted({s for _, per in points.values() for s in per})
+    colours = dict(zip(systems, plt.get_cmap("tab10").colors))
+    fig, axes = plt.subplots(1, len(machines), figsize=(4.2 * len(machines), 4.2), sharey=True,
+                             squeeze=False)
+    for ax, machine in zip(axes[0], machines):
+        n, per = points[machine]
+        for system, pts in sorted(per.items()):
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                    linestyle="-" if system.startswith("lightning") else "--",
+                    color=colours[system], label=system)
+        lengths = sorted({p[0] for pts in per.values() for p in pts})
+        ax.set_title(f"{machine} (session {n})", fontsize=9)
+        ax.set_xscale("log")
+        ax.set_xlim(lengths[0] / 1.5, lengths[-1] * 1.5)
+        ax.set_xticks(lengths)
+        ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("audio length (minutes)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("x realtime (audio s / wall s)")
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}
+    fig.legend(handles.values(), handles.keys(), fontsize=7, loc="lower center",
+               ncol=min(4, len(handles)), frameon=False)
+    fig.suptitle("tiny.en: each machine's newest session, fastest run of each system at each length",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0.14, 1, 0.95))
     fig.savefig(PLOT, dpi=120)
 
 

@@ -1,6 +1,6 @@
 """bench.report: the speed summary takes each machine's newest session and pairs runs by round."""
 
-from bench.report import model_of, session, summary
+from bench.report import model_of, plot_points, session, summary
 
 
 def _row(file, system, round_, wall_s, audio_s=600.0, **extra):
@@ -38,3 +38,16 @@ def test_summary_keeps_the_newest_session_and_pairs_by_round():
     assert "8.0x; 6.5x (5.0-8.0x, 2 rounds)" in line
     assert "+5 % (+0 % to +10 %, 2 rounds)" in line
     assert "25.0 % / 20.0 %" in line
+
+
+def test_plot_points_take_the_newest_tiny_session_and_merge_the_tilings():
+    rows = [_row("gpu-h200-9.jsonl", "lightning", 0, 0.1),  # older session: left out
+            _row("gpu-h200-31.jsonl", "lightning", 0, 1.0, audio_s=454.0),
+            _row("gpu-h200-31.jsonl", "lightning", 1, 0.5, audio_s=454.0),  # fastest kept
+            _row("gpu-h200-31.jsonl", "lightning", 0, 2.0, audio_s=1812.0),  # 30.2 min
+            _row("gpu-h200-31-ab.jsonl", "lightning", 0, 1.0, audio_s=1818.0),  # 30.3 min: faster
+            _row("gpu-h200-32-base.jsonl", "lightning", 0, 0.1),  # newer, but base
+            _row("cpu-2core-3.jsonl", "mlx-whisper", 0, 60.0, audio_s=180.0)]
+    points = plot_points(rows)
+    assert points["gpu-h200"] == (31, {"lightning": [(7.6, 908.0), (30, 1818.0)]})
+    assert points["cpu-2core"] == (3, {"mlx-whisper": [(3.0, 3.0)]})
