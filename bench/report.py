@@ -220,9 +220,10 @@ def newest_sessions(rows: list[dict]) -> dict[str, int]:
 
 def plot_points(rows: list[dict]) -> dict[str, tuple[int, dict[str, list[tuple[float, float]]]]]:
     """{machine: (session, {system: [(audio minutes, x realtime)]})} for tiny.en from each
-    machine's newest session that ran it (as the summary), the fastest run at each audio length (to the minute above 25
-    minutes, so the 30.2 and 30.3 min tilings are one length): lengths of one session only,
-    since hosts of one kind differ in speed from session to session."""
+    machine's newest session that ran it (as the summary), the fastest run at each audio
+    length (to the minute above 25 minutes, so the 30.2 and 30.3 min tilings are one length):
+    lengths of one session only, since hosts of one kind differ in speed from session to
+    session."""
     tiny = [r for r in best(rows).values() if model_of(r["file"]) == "tiny.en"]
     newest = newest_sessions(tiny)
     top: dict[tuple, float] = {}

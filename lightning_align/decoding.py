@@ -751,16 +751,10 @@ def _steps_on_host(step_fn, state, probe, rules, log, step_logits, suppress, tok
 LOOKAHEAD_STEPS = 2  # steps queued on the device ahead of the one the host reads
 # Whether each queued step's `async_eval` also names the probe's record buffers. MLX holds what
 # an `async_eval` names until its kernels finish, so the next step queued meanwhile cannot
-# update those buffers in place and copies each whole (B, steps, n_state) buffer instead (H100,
-# session 24: a chained update of a 268 MB buffer 284 ms a step against 0.5 ms waited for;
-# steps passing the buffers through unwritten took the capture from +12.3 % to +6.8 % over
-# segment-only). Left out, the writes stay lazy, a chain of in-place updates that runs when
-# the buffers are closed (`AttentionProbe._close`) or collected. The decoding itself is the
-# same either way. Measured on an H200 (session 25, one process, alternating, 12 rounds on
-# 7.6 min and 6 on 30 min): no difference in speed beyond the rounds' spread (capture +1.7 %,
-# words +3.6 % at 7.6 min, +2.7 % / -2.9 % at 30 min, lazy over queued, medians of paired
-# rounds), so the lazy writes stay the default for what they save: the copies (a queued
-# 88 MB buffer updated 64 times peaked at 1.8 GB more, the lazy chain at nothing more).
+# update those buffers in place and copies each whole (B, steps, n_state) buffer. Left out, the
+# writes stay a lazy chain of in-place updates, run when the buffers are closed
+# (`AttentionProbe._close`) or collected. Same decoding and speed either way (H200 A/B,
+# docs/benchmarks.md "Session 25"); lazy is the default for the copies' memory it saves.
 QUEUE_RECORD_EACH_STEP = False
 # More steps queued before the host hands settled rows over (`settling`): their attention
 # comes off the device on a side stream, and the host's work on them (segments, the copy)
