@@ -35,9 +35,11 @@ FINE_HOP_SAMPLES = 80
 
 
 @njit(cache=True, nogil=True)
-def _weights_into(scores16, log_norm, heads, out):
-    """out[h, r, f] = exp(scores[r, heads[h], f] - log_norm[r, heads[h]]) in float32, from
-    float16 bits `scores16` (rows, all heads, frames) and float32 `log_norm` (rows, all heads)."""
+def _weights_into(scores16, log_norm, heads, power, out):
+    """out[h, r, f] = exp(scores[r, heads[h], f] - log_norm[r, heads[h]]) ** power in float32,
+    from float16 bits `scores16` (rows, all heads, frames) and float32 `log_norm` (rows, all
+    heads); the power is taken inside the exponent, so it costs one product (and power = 1 is
+    the softmax weight bit for bit)."""
     for h in range(len(heads)):
         hh = heads[h]
         for r in range(scores16.shape[0]):
@@ -45,17 +47,21 @@ def _weights_into(scores16, log_norm, heads, out):
             src = scores16[r, hh]
             dst = out[h, r]
             for f in range(scores16.shape[2]):
-                dst[f] = np.exp(_half_to_float32(src[f]) - norm)
+                dst[f] = np.exp((_half_to_float32(src[f]) - norm) * power)
 
 
-def softmax_weights(scores: np.ndarray, log_norm: np.ndarray, heads: np.ndarray) -> np.ndarray:
+def softmax_weights(scores: np.ndarray, log_norm: np.ndarray, heads: np.ndarray,
+                    power: float = 1.0) -> np.ndarray:
     """Softmax attention weights (heads, rows, frames) float32 from captured float16 `scores`
     (rows, all heads, frames) and float32 `log_norm` (rows, all heads), of the heads at
-    positions `heads`: the same float32 values `onepass_words` aligns on."""
+    positions `heads`, raised to `power` (> 0; 1: the weights themselves): the same float32
+    values `onepass_words` aligns on."""
+    if not (np.isfinite(power) and power > 0):
+        raise ValueError(f"softmax_weights: power={power!r}; give a finite number > 0")
     s = np.ascontiguousarray(scores, np.float16).view(np.uint16)
     heads = np.asarray(heads, np.int64)
     out = np.empty((len(heads), s.shape[0], s.shape[2]), np.float32)
-    _weights_into(s, np.ascontiguousarray(log_norm, np.float32), heads, out)
+    _weights_into(s, np.ascontiguousarray(log_norm, np.float32), heads, np.float32(power), out)
     return out
 
 
@@ -195,11 +201,12 @@ def _refine(starts0, ends0, db, fine_db, n_samples, refine, dips, speech_db, bel
 
 
 @njit(cache=True, nogil=True)
-def _matrix(scores16, log_norm, heads, head_w, total, width, net_lo, net_hi, net_mode, out):
-    """One segment's softmax weights of `heads` -> its alignment matrix in `out` (rows,
-    frames); False if the attention holds NaN or inf."""
+def _matrix(scores16, log_norm, heads, power, head_w, total, width, net_lo, net_hi, net_mode,
+            out):
+    """One segment's softmax weights of `heads`, raised to `power` -> its alignment matrix in
+    `out` (rows, frames); False if the attention holds NaN or inf."""
     w = np.empty((len(heads), scores16.shape[0], scores16.shape[2]), np.float32)
-    _weights_into(scores16, log_norm, heads, w)
+    _weights_into(scores16, log_norm, heads, power, w)
     return _alignment(w, width, net_lo, net_hi, net_mode, head_w, total, out)
 
 
@@ -245,7 +252,7 @@ def _entered(matrix, enter, enter_cost, first):
 
 @njit(cache=True, nogil=True)
 def onepass_words(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w, total,
-                  width, net_lo, net_hi, net_mode, frame0, anchor, text_rows, text_at, probs,
+                  power, width, net_lo, net_hi, net_mode, frame0, anchor, text_rows, text_at, probs,
                   word_bounds, word_at, sentence_end, keep, bounds, last_speech, lags, heuristics,
                   onset_scale, contrast, has_signal, db, fine_db, n_samples, refine, dips, params,
                   word_start, word_end, word_prob, seg_bounds, status):
@@ -255,7 +262,9 @@ def onepass_words(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads,
     scores16: float16 bits (uint16) of each segment's (rows, n_heads, frames) scores, minus the
         row max, flat; shapes[s] = (rows, frames); log_norm: (rows, n_heads) float32 per segment.
     heads: positions (among the n_heads captured) to align with, head_w their float32 weights,
-        total their float32 sum; width, net_*: the median filter (`median._median_network`).
+        total their float32 sum; power: the float32 power the weights are raised to before
+        the matrix (1: openai-whisper's); width, net_*: the median filter
+        (`median._median_network`).
     frame0[s]: time of the segment's frame 0 (s); anchor[s] = (lo, hi, on): where `on` is 1,
         frames outside [lo, hi] seconds are made unattractive (`align._anchored`).
     text_rows[text_at[s]:text_at[s+1]]: the matrix row predicting each text token, then the
@@ -278,15 +287,15 @@ def onepass_words(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads,
     """
     for s in range(len(shapes)):
         _one_segment(s, scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w,
-                     total, width, net_lo, net_hi, net_mode, frame0, anchor, text_rows, text_at,
-                     probs, word_bounds, word_at, sentence_end, keep, bounds, last_speech, lags,
-                     heuristics, onset_scale, contrast, has_signal, db, fine_db, n_samples, refine,
-                     dips, params, word_start, word_end, word_prob, seg_bounds, status)
+                     total, power, width, net_lo, net_hi, net_mode, frame0, anchor, text_rows,
+                     text_at, probs, word_bounds, word_at, sentence_end, keep, bounds, last_speech,
+                     lags, heuristics, onset_scale, contrast, has_signal, db, fine_db, n_samples,
+                     refine, dips, params, word_start, word_end, word_prob, seg_bounds, status)
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def onepass_words_parallel(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w,
-                           total, width, net_lo, net_hi, net_mode, frame0, anchor, text_rows,
+                           total, power, width, net_lo, net_hi, net_mode, frame0, anchor, text_rows,
                            text_at, probs, word_bounds, word_at, sentence_end, keep, bounds,
                            last_speech, lags, heuristics, onset_scale, contrast, has_signal, db,
                            fine_db, n_samples, refine, dips, params, word_start, word_end,
@@ -296,15 +305,15 @@ def onepass_words_parallel(scores16, score_at, log_norm, norm_at, shapes, n_head
     aligned on its own and writes only its own slices."""
     for s in prange(len(shapes)):
         _one_segment(s, scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w,
-                     total, width, net_lo, net_hi, net_mode, frame0, anchor, text_rows, text_at,
-                     probs, word_bounds, word_at, sentence_end, keep, bounds, last_speech, lags,
-                     heuristics, onset_scale, contrast, has_signal, db, fine_db, n_samples, refine,
-                     dips, params, word_start, word_end, word_prob, seg_bounds, status)
+                     total, power, width, net_lo, net_hi, net_mode, frame0, anchor, text_rows,
+                     text_at, probs, word_bounds, word_at, sentence_end, keep, bounds, last_speech,
+                     lags, heuristics, onset_scale, contrast, has_signal, db, fine_db, n_samples,
+                     refine, dips, params, word_start, word_end, word_prob, seg_bounds, status)
 
 
 @njit(cache=True, nogil=True)
 def _one_segment(s, scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, head_w, total,
-                 width, net_lo, net_hi, net_mode, frame0, anchor, text_rows, text_at, probs,
+                 power, width, net_lo, net_hi, net_mode, frame0, anchor, text_rows, text_at, probs,
                  word_bounds, word_at, sentence_end, keep, bounds, last_speech, lags, heuristics,
                  onset_scale, contrast, has_signal, db, fine_db, n_samples, refine, dips, params,
                  word_start, word_end, word_prob, seg_bounds, status):
@@ -321,7 +330,7 @@ def _one_segment(s, scores16, score_at, log_norm, norm_at, shapes, n_heads, head
         (rows, n_heads, frames))
     ln = log_norm[norm_at[s] : norm_at[s] + rows * n_heads].reshape((rows, n_heads))
     matrix = np.empty((rows, frames), np.float32)
-    if not _matrix(sc, ln, heads, head_w, total, width, net_lo, net_hi, net_mode, matrix):
+    if not _matrix(sc, ln, heads, power, head_w, total, width, net_lo, net_hi, net_mode, matrix):
         status[s] = 2
         return
     if anchor[s, 2] != 0:

@@ -70,6 +70,10 @@ class AlignOptions:
         x its excess over the text tokens next to it (`kernels.token_contrast`), so a token
         is placed where it is attended more than its neighbours, not merely where it is
         attended (a short word then keeps less of the next one). 0 turns it off.
+    attention_power: the matrix is built from the attention weights raised to this power
+        (> 0; 1 is openai-whisper's matrix). Below 1 it flattens each row's peak, so the path
+        follows where a token's attention lies as a whole rather than its sharpest frames,
+        and the onset cost decides more where the attention is broad.
     Defaults are the switches that won on the calibration sets and then held on the evaluation
     and real-speech sets (docs/accuracy.md).
     """
@@ -84,6 +88,7 @@ class AlignOptions:
     dips: bool = True
     onset_cost: float = 1.0
     token_contrast: float = 0.5
+    attention_power: float = 1.0
 
     def __post_init__(self):
         for name in ("onset_cost", "token_contrast"):
@@ -92,12 +97,17 @@ class AlignOptions:
                                                and 0 <= value < float("inf")):
                 raise AlignmentError(f"{name}={value!r}: give a finite number >= 0 (0 turns "
                                      "it off).")
+        power = self.attention_power
+        if isinstance(power, bool) or not (isinstance(power, (int, float))
+                                           and 0 < power < float("inf")):
+            raise AlignmentError(f"attention_power={power!r}: give a finite number > 0 (1 is "
+                                 "openai-whisper's matrix).")
 
     @classmethod
     def plain(cls) -> "AlignOptions":
         """openai-whisper's DTW on the captured attention, with no correction."""
         return cls(head_weights=False, lag=False, anchors=False, refine=False, dips=False,
-                   onset_cost=0.0, token_contrast=0.0)
+                   onset_cost=0.0, token_contrast=0.0, attention_power=1.0)
 
 
 @dataclass(frozen=True)
@@ -415,9 +425,12 @@ def _onepass_group(job: _Job, width: int, eot: int, options: AlignOptions) -> No
     cal = _calibration_of(job, options) if options.head_weights else None
     heads = cal.heads if cal is not None else tuple(map(tuple, wm.alignment_heads.pairs))
     # (heads, rows, frames) softmax weights of the heads this alignment uses
-    weights = entry.weights(_head_rows(wm, heads))
+    rows = _head_rows(wm, heads)
+    weights = entry.weights(rows)
+    power = options.attention_power
     # standardization and median are per head; the calibrated weights scale each head's part
-    matrix = alignment_matrix(weights, width, None if cal is None else cal.head_weights)
+    matrix = alignment_matrix(weights if power == 1 else entry.weights(rows, power), width,
+                              None if cal is None else cal.head_weights)
     if options.anchors and src is not None:  # a plain segment's times are the caller's
         matrix = _anchored(matrix, job, frame0, options.anchor_slack_s)
     text_rows = [r for r, t in enumerate(entry.tokens) if 0 <= t < eot]
@@ -549,7 +562,8 @@ def _solve_packed(jobs: list[_Job], width: int, heuristics: bool, options: Align
             (start - slack, end + slack) if options.anchors else None,
             _samples_for(job, audio)))
     results = align_plans(plans, width, heuristics, options.onset_cost, options.refine,
-                          options.dips, options.refine_options, options.token_contrast)
+                          options.dips, options.refine_options, options.token_contrast,
+                          options.attention_power)
     for job, (words, start, end) in zip(jobs, results):
         job.segment["words"] = words
         if heuristics and words:

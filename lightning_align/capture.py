@@ -319,11 +319,11 @@ class CapturedAttention:
         return (self.scores.nbytes + self.log_norm.nbytes + self.is_timestamp.nbytes
                 + self.token_logprobs.nbytes + 8 * len(self.tokens) + 64)
 
-    def weights(self, heads: list[int] | None = None) -> np.ndarray:
+    def weights(self, heads: list[int] | None = None, power: float = 1.0) -> np.ndarray:
         """Softmax attention weights (heads, rows, frames) float32 over the stored frames, of
-        the captured heads at positions `heads` (default: all)."""
+        the captured heads at positions `heads` (default: all), raised to `power`."""
         picked = range(self.scores.shape[1]) if heads is None else heads
-        return softmax_weights(self.scores, self.log_norm, np.asarray(picked, np.int64))
+        return softmax_weights(self.scores, self.log_norm, np.asarray(picked, np.int64), power)
 
 
 def peak_relative(scores: mx.array) -> mx.array:

@@ -70,10 +70,11 @@ def align_threads() -> int:
 
 
 def align_plans(plans: list[Plan], width: int, heuristics: bool, onset_cost: float, refine: bool,
-                dips: bool, ropts: RefineOptions, token_contrast: float = 0.0) -> list[Result]:
+                dips: bool, ropts: RefineOptions, token_contrast: float = 0.0,
+                attention_power: float = 1.0) -> list[Result]:
     """Words (WhisperX dicts, seconds rounded to 1 ms) and the segment's (start, end) after the
-    heuristics and refinement, per plan, in order. Plans are grouped by recording and heads;
-    each group is one kernel call."""
+    heuristics and refinement, per plan, in order (the options as in `align.AlignOptions`).
+    Plans are grouped by recording and heads; each group is one kernel call."""
     groups: dict[tuple, list[int]] = {}
     for k, p in enumerate(plans):
         key = (id(p.samples), p.heads, p.head_weights, p.entry.scores.shape[1])
@@ -82,14 +83,15 @@ def align_plans(plans: list[Plan], width: int, heuristics: bool, onset_cost: flo
     for members in groups.values():
         part = [plans[k] for k in members]
         for k, result in zip(members, _align_group(part, width, heuristics, onset_cost, refine,
-                                                    dips, ropts, token_contrast)):
+                                                    dips, ropts, token_contrast,
+                                                    attention_power)):
             out[k] = result
     return out  # type: ignore[return-value]
 
 
 def _align_group(plans: list[Plan], width: int, heuristics: bool, onset_cost: float,
                  refine: bool, dips: bool, ropts: RefineOptions,
-                 token_contrast: float) -> list[Result]:
+                 token_contrast: float, attention_power: float) -> list[Result]:
     first = plans[0]
     n_heads = first.entry.scores.shape[1]
     heads = np.asarray(first.heads, np.int64)
@@ -152,7 +154,7 @@ def _align_group(plans: list[Plan], width: int, heuristics: bool, onset_cost: fl
     empty = np.zeros(0, np.float32)
     _run_kernel(
         s, scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, hw, np.float32(hw.sum()),
-        width, lo, hi, mode, frame0, anchor, np.asarray(text_rows, np.int64),
+        np.float32(attention_power), width, lo, hi, mode, frame0, anchor, np.asarray(text_rows, np.int64),
         np.asarray(text_at, np.int64), probs.astype(np.float32, copy=False),
         np.asarray(word_bounds, np.int64), np.asarray(word_at, np.int64),
         np.asarray(sentence_end, np.bool_), np.asarray(keep, np.bool_), bounds, last_speech,

@@ -692,7 +692,7 @@ def _segment_attention(result, box, scores: np.ndarray, ts_begin: int) -> Captur
 
 
 def _progress(total: int, enabled: bool):
-    if not enabled:
+    if not enabled or total == 0:  # nothing to decode (every file failed or is silent): no bar
         return None
     from tqdm import tqdm
 

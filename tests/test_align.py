@@ -239,6 +239,7 @@ def test_audio_from_a_path_is_decoded_once_per_align_call(model, long_speech, tm
     (AlignOptions(head_weights=False, dips=False, onset_cost=2.5), True),
     (AlignOptions(token_contrast=0.0), True),
     (AlignOptions(refine=False, token_contrast=1.0), False),
+    (AlignOptions(attention_power=0.7, token_contrast=0.35, onset_cost=4.0), True),
 ])
 def test_batched_onepass_equals_the_per_segment_path(model, long_speech, options, heuristics):
     """Segments of a transcript are aligned in one compiled call (`onepass.align_plans`);
@@ -256,6 +257,28 @@ def test_batched_onepass_equals_the_per_segment_path(model, long_speech, options
     per_segment = [(s["start"], s["end"], s["words"]) for s in result["segments"]]
     assert sum(len(w) for _, _, w in packed) > 100
     assert packed == per_segment
+
+
+def test_attention_power_builds_the_matrix_from_the_powered_weights(model, short_speech):
+    """`attention_power`: the DTW's matrix is openai-whisper's matrix of the weights raised to
+    the power (the returned `weights` stay the softmax weights), and it moves words."""
+    from dataclasses import replace
+
+    from lightning_align.kernels import alignment_matrix
+
+    result = _fresh(model, short_speech)
+    flat = AlignOptions(anchors=False, token_contrast=0.0, attention_power=0.5)
+    info = la.align(result["segments"], which=0, force=True, options=flat,
+                    return_attention=True)[0]
+    head_w = model.timing_calibration.head_weights
+    want = alignment_matrix(np.sqrt(info.weights.astype(np.float64)).astype(np.float32), 7, head_w)
+    np.testing.assert_allclose(info.matrix, want, rtol=1e-4, atol=1e-3)
+    plain = la.align(result["segments"], which=0, force=True, return_attention=True,
+                     options=replace(flat, attention_power=1.0))[0]
+    np.testing.assert_array_equal(plain.weights, info.weights)
+    np.testing.assert_allclose(plain.matrix, alignment_matrix(plain.weights, 7, head_w),
+                               rtol=1e-5, atol=1e-5)
+    assert np.abs(plain.matrix - info.matrix).max() > 0.1
 
 
 def test_segments_spread_over_threads_get_the_same_words(model, long_speech, monkeypatch):

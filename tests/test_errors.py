@@ -362,6 +362,13 @@ def test_bad_token_contrast(value):
     expect(AlignmentError, lambda: AlignOptions(token_contrast=value), "token_contrast", ">= 0")
 
 
+@pytest.mark.parametrize("value", [0, -0.5, float("nan"), float("inf"), "0.5", True])
+def test_bad_attention_power(value):
+    from lightning_align.align import AlignOptions
+
+    expect(AlignmentError, lambda: AlignOptions(attention_power=value), "attention_power", "> 0")
+
+
 def test_segment_without_tokens_or_text(speech):
     expect(AlignmentError, lambda: la.align([{"start": 0.0, "end": 1.0}], audio=speech.audio),
            "segment 0", "neither 'tokens' nor 'text'")

@@ -369,6 +369,28 @@ def test_alignment_openai_sizes_softmax_weights():
     np.testing.assert_array_equal(alignment_matrix(w16, 7), want)
 
 
+def test_softmax_weights_raised_to_a_power():
+    """The power is taken inside the exponent: exp(p (s - n)) is (exp(s - n)) ** p to float32
+    rounding, and p = 1 gives the default's softmax weights bit for bit."""
+    from lightning_align.kernels.onepass import softmax_weights
+
+    rng = np.random.default_rng(12)
+    raw = rng.standard_normal((5, 6, 300)).astype(np.float32) * 4
+    scores = (raw - raw.max(-1, keepdims=True)).astype(np.float16)
+    log_norm = np.log(np.exp(scores.astype(np.float32)).sum(-1)).astype(np.float32)
+    heads = np.array([4, 0, 2])
+    w = softmax_weights(scores, log_norm, heads)
+    want = np.exp(scores.astype(np.float32) - log_norm[..., None])[:, heads].transpose(1, 0, 2)
+    np.testing.assert_allclose(w, want, rtol=1e-6)  # numba's exp and numpy's: a few ulp
+    np.testing.assert_array_equal(softmax_weights(scores, log_norm, heads, 1.0), w)
+    for p in (0.5, 0.7, 2.0):
+        np.testing.assert_allclose(softmax_weights(scores, log_norm, heads, p),
+                                   w.astype(np.float64) ** p, rtol=2e-6, atol=1e-30)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="power"):
+            softmax_weights(scores, log_norm, heads, bad)
+
+
 def test_alignment_constant_columns_are_zero():
     w = np.ones((2, 4, 10), np.float32)
     np.testing.assert_array_equal(alignment_matrix(w, 7), np.zeros((4, 10), np.float32))

@@ -31,6 +31,7 @@ ABLATIONS: dict[str, AlignOptions] = {
     "+ energy dips": AlignOptions(False, False, refine=False, **{**_OFF, "dips": True}),
     "+ onset cost (word starts prefer quiet frames in the DTW)": AlignOptions(False, False, refine=False, **{**_OFF, "onset_cost": 1.0}),
     "+ token contrast (each token's row less its neighbours')": AlignOptions(False, False, refine=False, **{**_OFF, "token_contrast": 0.5}),
+    "+ attention power 0.5 (the matrix from the weights' square root)": AlignOptions(False, False, refine=False, **{**_OFF, "attention_power": 0.5}),
     "+ heads + dips": AlignOptions(refine=False, **{**_OFF, "dips": True}),
     "+ heads + lag": AlignOptions(True, True, refine=False, **_OFF),
     "+ heads + token contrast": AlignOptions(True, False, refine=False, **{**_OFF, "token_contrast": 0.5}),
@@ -43,6 +44,7 @@ ABLATIONS: dict[str, AlignOptions] = {
     "+ heads + refinement + dips + onset cost + token contrast 0.15 (default of 17b16ff)": AlignOptions(anchors=False, token_contrast=0.15),
     "+ heads + refinement + dips + onset cost + token contrast 0.5 (no anchors)": AlignOptions(anchors=False),
     "+ heads + refinement + dips + onset cost + token contrast 0.5 + anchors 0.05 s (default)": AlignOptions(),
+    "default with attention power 0.7, token contrast 0.35, onset cost 4 (the calibration sets' choice, not the default)": AlignOptions(attention_power=0.7, token_contrast=0.35, onset_cost=4.0),
 }
 
 
