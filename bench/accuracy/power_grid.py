@@ -9,8 +9,8 @@ Needs the stored transcripts of the five sets (`python -m bench.accuracy.transcr
 calibration calibration-b evaluation real real-more`). Each line is one setting of
 `AlignOptions(attention_power=p, token_contrast=c, onset_cost=o)`, the default's line first:
 the sum of start and end MAE over both calibration sets (the criterion the defaults are chosen
-by), then start MAE (ms) and share within 50 ms, end MAE and share, per set. Results and why
-no setting is the default: docs/accuracy.md ("Tried, not kept", session 26).
+by), then start MAE (ms) and share within 50 ms, end MAE and share, per set. Results, and why
+the default stays: docs/accuracy.md ("Tried, not kept", session 26).
 """
 
 from __future__ import annotations
