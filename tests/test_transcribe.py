@@ -228,8 +228,8 @@ def test_device_token_choice_equals_host(model, short_speech, sample_len):
 @pytest.mark.parametrize("budget", [None, 3 * 2 * 1500])
 def test_padded_collection_equals_one_product_per_row(model, short_speech, monkeypatch, budget):
     """The GPU's collection (`padded_row_scores`: rows padded to the longest, a few batched
-    products) gives the per-row products' scores and normalizers exactly, for rows that shrank
-    out of the batch at different steps; with a small budget it splits the rows into spans."""
+    products) gives the per-row products' scores and normalizers, for rows that shrank out of
+    the batch at different steps; with a small budget it splits the rows into spans."""
     from lightning_align import capture
 
     if budget:
@@ -242,8 +242,16 @@ def test_padded_collection_equals_one_product_per_row(model, short_speech, monke
             temperatures=(0.0,), token_choice="device"), capture=True))
     for per_row, padded in zip(*results):
         assert per_row.tokens == padded.tokens
-        np.testing.assert_array_equal(np.asarray(per_row.attention), np.asarray(padded.attention))
-        np.testing.assert_array_equal(per_row.log_norm, padded.log_norm)
+        a, b = (np.asarray(r.attention, np.float32) for r in (per_row, padded))
+        # The scores are float16. A product of other shapes (the padded batch) may be blocked
+        # differently by the CPU's BLAS and round a score to the neighbouring float16 (55-68
+        # of 300,000 on an AMD EPYC, none on the CPUs before it): one step of the score before
+        # its row's peak is taken off, 1/64 for scores of 16 to 32, 1/32 up to 64; the
+        # normalizers then differ by a few float32 steps (3e-5 there).
+        diff = np.abs(a - b)
+        assert diff.max() <= 2.0**-5
+        assert np.count_nonzero(diff) <= a.size // 1000
+        np.testing.assert_allclose(per_row.log_norm, padded.log_norm, rtol=1e-5, atol=1e-4)
 
 
 def test_padded_row_scores_skip_rows_without_queries():
