@@ -91,17 +91,14 @@ class AlignOptions:
     attention_power: float = 1.0
 
     def __post_init__(self):
-        for name in ("onset_cost", "token_contrast"):
+        for name, zero_ok, hint in (("onset_cost", True, "0 turns it off"),
+                                    ("token_contrast", True, "0 turns it off"),
+                                    ("attention_power", False, "1 is openai-whisper's matrix")):
             value = getattr(self, name)
-            if isinstance(value, bool) or not (isinstance(value, (int, float))
-                                               and 0 <= value < float("inf")):
-                raise AlignmentError(f"{name}={value!r}: give a finite number >= 0 (0 turns "
-                                     "it off).")
-        power = self.attention_power
-        if isinstance(power, bool) or not (isinstance(power, (int, float))
-                                           and 0 < power < float("inf")):
-            raise AlignmentError(f"attention_power={power!r}: give a finite number > 0 (1 is "
-                                 "openai-whisper's matrix).")
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (number and value < float("inf") and (value > 0 or zero_ok and value == 0)):
+                raise AlignmentError(f"{name}={value!r}: give a finite number "
+                                     f"{'>=' if zero_ok else '>'} 0 ({hint}).")
 
     @classmethod
     def plain(cls) -> "AlignOptions":
