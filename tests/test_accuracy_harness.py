@@ -47,6 +47,26 @@ def test_dropped_and_inserted_words_are_counted_not_matched():
     assert s.starts.f1[50] == pytest.approx(2 * (0.5 * 2 / 3) / (0.5 + 2 / 3))
 
 
+def test_a_misrecognized_stretch_is_substitutions_not_a_far_namesake():
+    # Clip evalb41 of the evaluation-b set (tiny.en at 10 dB SNR): "does the pharmacy on King
+    # Street open Peter dropped the plate" heard as "does that armacy bomb king's tree open The
+    # dropped -map plate". Longest matching blocks (difflib) paired the reference's "the" at
+    # 8.46 s with the hypothesis's "The" at 11.90 s, a 3.4 s "timing error"; an edit-distance
+    # alignment makes the stretch substitutions and pairs only words in corresponding places.
+    ref_words = "does the pharmacy on king street open peter dropped the plate".split()
+    hyp_words = "does that armacy bomb king's tree open the dropped -map plate".split()
+    ref = [TimedWord(w, 8.19 + 0.4 * k, 8.5 + 0.4 * k) for k, w in enumerate(ref_words)]
+    hyp = [TimedWord(w, 8.19 + 0.4 * k, 8.5 + 0.4 * k) for k, w in enumerate(hyp_words)]
+    m = metrics.match_words(ref, hyp)
+    assert [(ref_words[i], hyp_words[j]) for i, j in m.pairs] == [
+        ("does", "does"), ("open", "open"), ("dropped", "dropped"), ("plate", "plate")]
+    assert all(i == j for i, j in m.pairs)
+    # Among alignments with equally few edits, the one with the most equal words wins.
+    assert metrics.match_words([TimedWord(w, 0, 1) for w in "x the y".split()],
+                               [TimedWord(w, 0, 1) for w in "the p q".split()]).pairs == ((1, 0),)
+    assert metrics.match_words([], ref).pairs == () and metrics.match_words(ref, []).n_ref == 11
+
+
 def test_numbers_in_digits_match_spelled_words():
     ref = [TimedWord("at", 0.0, 0.2), TimedWord("forty", 0.2, 0.5), TimedWord("two", 0.5, 0.8)]
     s = score([(ref, [("at", 0.0, 0.2), ("42.", 0.2, 0.8)])])
@@ -255,11 +275,13 @@ def test_percentile_equals_numpy(paused_speech, n):
 
 
 def test_calibration_and_evaluation_texts_are_disjoint():
-    """Nothing is tuned on the evaluation set: its texts appear in no calibration clip."""
+    """Nothing is tuned on the evaluation sets: their texts appear in no calibration clip."""
     from bench.accuracy import datasets
 
     calibration = set(datasets.CALIBRATION_TEXTS) | set(datasets.EXTRA_CALIBRATION_TEXTS)
     assert not calibration & set(datasets.EVALUATION_TEXTS)
+    assert not calibration & set(datasets.EVALUATION_TEXTS_B)
+    assert not set(datasets.EVALUATION_TEXTS) & set(datasets.EVALUATION_TEXTS_B)
 
 
 def test_real_texts_are_spelled_as_the_aligner_dictionary_spells_them():

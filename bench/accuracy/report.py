@@ -59,12 +59,21 @@ def report(model: str | None = None, with_peers: bool = True, log=print) -> str:
                  if with_peers and wm.name == "tiny.en" else [])
     out = [f"### {wm.name}\n"]
     evaluation, calibration = datasets.evaluation_set(), datasets.calibration_set()
+    evaluation_b = datasets.evaluation_set_b()
     # peers run on the evaluation and real sets only: the calibration set is for our ablations
+    held_out = []
     for title, clips, others in (("Generated speech, EVALUATION set", evaluation, peer_list),
+                                 ("Generated speech, EVALUATION-B set", evaluation_b, peer_list),
                                  ("Generated speech, CALIBRATION set", calibration, [])):
         log(f"{title}: {len(clips)} clips, {sum(c.duration for c in clips):.0f} s")
+        results = run_set(clips, wm, others, log)
         out += [f"#### {title} ({len(clips)} clips, {sum(c.duration for c in clips):.0f} s, "
-                f"{sum(len(c.words) for c in clips)} words)\n", table(run_set(clips, wm, others, log)), ""]
+                f"{sum(len(c.words) for c in clips)} words)\n", table(results), ""]
+        if clips is not calibration:
+            held_out.append(results)
+    pooled = {name: [pair for results in held_out for pair in results[name]] for name in held_out[0]}
+    out += ["#### Generated speech, both EVALUATION sets pooled (the goals' verdict)\n",
+            table(pooled), ""]
     real = datasets.real_clips()
     if real is None:
         out += ["#### Real speech\n", "pocketsphinx or its test data is not available here: skipped.", ""]

@@ -1,6 +1,7 @@
 """Transcripts with their captured attention, kept on disk so that alignment experiments re-run
 only the alignment (no decoder):
-`python -m bench.accuracy.transcripts [calibration calibration-b evaluation real real-more]`.
+`python -m bench.accuracy.transcripts [calibration calibration-b evaluation evaluation-b real
+    real-more]`.
 
 Each clip's transcript is decoded once (all decoder heads captured, so any head choice can be
 tried) and pickled with its segments' decoding sources and attention entries under
@@ -22,7 +23,7 @@ from . import datasets
 
 ROOT = Path.home() / ".cache" / "lightning-align" / "transcripts"
 SETS = {"calibration": datasets.calibration_set, "calibration-b": datasets.calibration_set_b,
-        "evaluation": datasets.evaluation_set,
+        "evaluation": datasets.evaluation_set, "evaluation-b": datasets.evaluation_set_b,
         "real": datasets.real_clips, "real-more": datasets.more_real_clips}
 
 
