@@ -1,0 +1,173 @@
+"""Where the GPU's time goes in one transcription: every CUDA kernel MLX runs, with its start
+and duration, recorded by CUPTI through PyTorch's profiler (the device image has PyTorch and
+`ncu`, not `nsys`; CUPTI's activity records are process-wide, so MLX's kernels are in them).
+
+    python -m bench.kernel_timeline AUDIO.npy [--seconds S] [--configs seg words] [--warm 2]
+                                    [--rounds 3] [--trace DIR]
+
+Each configuration is run `--warm` times (kernel compilation), `--rounds` times unprofiled
+(the wall to compare against), then once under the profiler. Printed per configuration: the
+profiled and unprofiled wall, the decoding steps (`CompiledStep.choose` calls, each marked in
+the trace), the kernels and their busy time (the union of kernel intervals, so overlapping
+streams count once), the share of the decoding loop's wall the device is busy, kernels and
+busy microseconds per step, the idle gaps between kernels, the kernels that take the most
+time, and the CUDA API calls on the host that take the most time. `--trace DIR` also writes
+each run's Chrome trace (open it in Perfetto). Needs a CUDA device and PyTorch built for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import systems
+from .throughput import load_samples
+
+CONFIGS = {"seg": dict(keep_attention=False), "capture": {}, "words": dict(word_timestamps=True)}
+STEP = "la_step"  # the name of the range marked around each decoding step
+
+
+def union_us(intervals: list[tuple[float, float]]) -> float:
+    """Total length of the union of `(start, end)` intervals (any unit; here microseconds)."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end <= reach:
+            continue
+        total += end - max(start, reach)
+        reach = end
+    return total
+
+
+def gaps_us(intervals: list[tuple[float, float]]) -> list[float]:
+    """Idle stretches between the union's pieces, in order (same unit as the intervals)."""
+    out, reach = [], None
+    for start, end in sorted(intervals):
+        if reach is not None and start > reach:
+            out.append(start - reach)
+        reach = end if reach is None else max(reach, end)
+    return out
+
+
+def summarize(events: list[dict], top: int = 12) -> dict:
+    """Figures of one Chrome trace's events (`ts` / `dur` in microseconds): kernels, memory
+    copies, the marked steps, and CUDA API calls (`cuda_runtime` / `cuda_driver`)."""
+    kernels = [e for e in events if e.get("cat") == "kernel"]
+    copies = [e for e in events if e.get("cat") in ("gpu_memcpy", "gpu_memset")]
+    steps = sorted((e for e in events if e.get("name") == STEP and e.get("cat") == "user_annotation"),
+                   key=lambda e: e["ts"])
+    api = [e for e in events if e.get("cat") in ("cuda_runtime", "cuda_driver")]
+    device = [(e["ts"], e["ts"] + e["dur"]) for e in kernels + copies]
+    out: dict = dict(kernels=len(kernels), copies=len(copies), steps=len(steps))
+    if not device:
+        return out
+    out["busy_ms"] = union_us(device) / 1e3
+    out["span_ms"] = (max(e for _, e in device) - min(s for s, _ in device)) / 1e3
+    if steps:
+        # The loop's window in host time: the device runs a roughly constant lag behind the
+        # host, so the window holds about as much device work as the steps queued.
+        lo = steps[0]["ts"]
+        hi = steps[-1]["ts"] + steps[-1]["dur"]
+        inside = [(max(s, lo), min(e, hi)) for s, e in device if e > lo and s < hi]
+        n_in = sum(1 for e in kernels if lo <= e["ts"] < hi)
+        loop_ms = (hi - lo) / 1e3
+        busy = union_us(inside) / 1e3
+        out.update(loop_ms=loop_ms, loop_busy_ms=busy, loop_busy_share=busy / loop_ms,
+                   per_step_us=loop_ms * 1e3 / len(steps), busy_per_step_us=busy * 1e3 / len(steps),
+                   kernels_per_step=n_in / len(steps),
+                   host_step_us=statistics.median(e["dur"] for e in steps))
+        g = gaps_us(inside)
+        if g:
+            out.update(gaps=len(g), gap_median_us=statistics.median(g),
+                       gap_p90_us=sorted(g)[int(0.9 * (len(g) - 1))],
+                       gaps_over_50us_ms=sum(x for x in g if x > 50) / 1e3)
+    by_name: dict[str, list[float]] = collections.defaultdict(list)
+    for e in kernels:
+        by_name[e["name"]].append(e["dur"])
+    out["top_kernels"] = [(name[:90], len(d), sum(d) / 1e3, statistics.median(d))
+                          for name, d in sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:top]]
+    by_api: dict[str, list[float]] = collections.defaultdict(list)
+    for e in api:
+        by_api[e["name"]].append(e["dur"])
+    out["top_api"] = [(name, len(d), sum(d) / 1e3)
+                      for name, d in sorted(by_api.items(), key=lambda kv: -sum(kv[1]))[:top]]
+    return out
+
+
+def _print(name: str, s: dict) -> None:
+    head = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()
+            if k not in ("top_kernels", "top_api")}
+    print(f"{name}:", head, flush=True)
+    for label, rows, fmt in (("kernels", s.get("top_kernels", []), "{1:6d} x {2:9.3f} ms  med {3:7.1f} us  {0}"),
+                             ("API", s.get("top_api", []), "{1:6d} x {2:9.3f} ms  {0}")):
+        print(f"  top {label} by total time:")
+        for row in rows:
+            print("   ", fmt.format(*row))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("audio")
+    p.add_argument("--seconds", type=float, default=None, help="use only the first S seconds")
+    p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=["seg", "words"])
+    p.add_argument("--warm", type=int, default=2, help="unmeasured runs per configuration first")
+    p.add_argument("--rounds", type=int, default=3, help="unprofiled timed runs per configuration")
+    p.add_argument("--trace", type=Path, default=None, help="write each Chrome trace here")
+    args = p.parse_args(argv)
+    try:
+        import torch
+        from torch.profiler import ProfilerActivity, profile, record_function
+    except ImportError:
+        raise SystemExit("bench.kernel_timeline needs PyTorch (its profiler reads CUPTI)")
+    if not torch.cuda.is_available():
+        raise SystemExit("bench.kernel_timeline needs a CUDA device (PyTorch sees none)")
+
+    import lightning_align as la
+
+    model_mod = sys.modules["lightning_align.model"]
+    choose = model_mod.CompiledStep.choose
+
+    def marked(self, *a, **k):
+        with record_function(STEP):
+            return choose(self, *a, **k)
+    model_mod.CompiledStep.choose = marked
+
+    samples = load_samples(args.audio)
+    if args.seconds:
+        samples = samples[: int(args.seconds * 16000)]
+    wm = la.load_model(str(systems.ct2_dir()))
+    print(f"audio {len(samples) / 16000:.1f} s, mlx {la.backend.mx.__version__}, "
+          f"torch {torch.__version__}, {torch.cuda.get_device_name()}", flush=True)
+    for name in args.configs:
+        config = CONFIGS[name]
+        for _ in range(args.warm):
+            la.transcribe(samples, model=wm, **config)
+        walls = []
+        for _ in range(args.rounds):
+            t = time.perf_counter()
+            la.transcribe(samples, model=wm, **config)
+            walls.append(time.perf_counter() - t)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            t = time.perf_counter()
+            la.transcribe(samples, model=wm, **config)
+            wall = time.perf_counter() - t
+        folder = args.trace or Path(tempfile.mkdtemp())
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"trace-{name}.json"
+        prof.export_chrome_trace(str(path))
+        events = json.loads(path.read_text()).get("traceEvents", [])
+        s = summarize(events)
+        if not s["kernels"]:
+            print(f"{name}: the profiler recorded no kernels (is MLX on the CUDA device?)")
+        _print(f"{name} (profiled wall {wall:.3f} s, unprofiled "
+               f"{', '.join(f'{w:.3f}' for w in walls)} s)", s)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
