@@ -54,6 +54,26 @@ def gaps_us(intervals: list[tuple[float, float]]) -> list[float]:
     return out
 
 
+def _regular_steps(steps: list[dict], kernels: list[dict], api: list[dict]) -> dict:
+    """Medians over the regular steps (from one step's mark to the next, at most twice the
+    median period; the longer ones wait for the device at shrinks and settling): the period,
+    and the kernels, kernel time and CUDA-call time that start inside it (microseconds)."""
+    periods = [(a["ts"], b["ts"]) for a, b in zip(steps, steps[1:])]
+    if not periods:
+        return {}
+    usual = statistics.median(hi - lo for lo, hi in periods)
+    regular = [(lo, hi) for lo, hi in periods if hi - lo <= 2 * usual]
+
+    def inside(events, lo, hi):
+        return [e for e in events if lo <= e["ts"] < hi]
+    rows = [(hi - lo, inside(kernels, lo, hi), inside(api, lo, hi)) for lo, hi in regular]
+    return dict(regular_steps=len(regular), long_steps=len(periods) - len(regular),
+                step_period_us=statistics.median(r[0] for r in rows),
+                step_kernels=statistics.median(len(r[1]) for r in rows),
+                step_kernel_us=statistics.median(sum(e["dur"] for e in r[1]) for r in rows),
+                step_api_us=statistics.median(sum(e["dur"] for e in r[2]) for r in rows))
+
+
 def summarize(events: list[dict], top: int = 12) -> dict:
     """Figures of one Chrome trace's events (`ts` / `dur` in microseconds): kernels, memory
     copies, the marked steps, and CUDA API calls (`cuda_runtime` / `cuda_driver`)."""
@@ -81,6 +101,7 @@ def summarize(events: list[dict], top: int = 12) -> dict:
                    per_step_us=loop_ms * 1e3 / len(steps), busy_per_step_us=busy * 1e3 / len(steps),
                    kernels_per_step=n_in / len(steps),
                    host_step_us=statistics.median(e["dur"] for e in steps))
+        out.update(_regular_steps(steps, kernels, api))
         g = gaps_us(inside)
         if g:
             out.update(gaps=len(g), gap_median_us=statistics.median(g),

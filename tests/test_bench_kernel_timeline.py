@@ -35,6 +35,9 @@ def test_summary_of_a_two_step_loop():
     assert s["host_step_us"] == 80 and s["gap_median_us"] == 10 and s["gaps"] == 9
     assert s["top_kernels"][0][:3] == ("collect", 1, pytest.approx(0.06))
     assert s["top_api"] == [("cuGraphLaunch", 2, pytest.approx(0.01))]
+    # one period between the two marks, [0, 100) us: five kernels, 50 us of them, one launch
+    assert (s["regular_steps"], s["long_steps"], s["step_period_us"]) == (1, 0, 100)
+    assert (s["step_kernels"], s["step_kernel_us"], s["step_api_us"]) == (5, 50, 4)
 
 
 def test_summary_without_device_work_says_so():
