@@ -18,6 +18,7 @@ each run's Chrome trace (open it in Perfetto). Needs a CUDA device and PyTorch b
 from __future__ import annotations
 
 import argparse
+import bisect
 import collections
 import json
 import statistics
@@ -64,9 +65,12 @@ def _regular_steps(steps: list[dict], kernels: list[dict], api: list[dict]) -> d
     usual = statistics.median(hi - lo for lo, hi in periods)
     regular = [(lo, hi) for lo, hi in periods if hi - lo <= 2 * usual]
 
-    def inside(events, lo, hi):
-        return [e for e in events if lo <= e["ts"] < hi]
-    rows = [(hi - lo, inside(kernels, lo, hi), inside(api, lo, hi)) for lo, hi in regular]
+    def sliced(events):  # sorted once, then each step's events are a slice of them
+        events = sorted(events, key=lambda e: e["ts"])
+        ts = [e["ts"] for e in events]
+        return lambda lo, hi: events[bisect.bisect_left(ts, lo):bisect.bisect_left(ts, hi)]
+    kernels_in, api_in = sliced(kernels), sliced(api)
+    rows = [(hi - lo, kernels_in(lo, hi), api_in(lo, hi)) for lo, hi in regular]
     return dict(regular_steps=len(regular), long_steps=len(periods) - len(regular),
                 step_period_us=statistics.median(r[0] for r in rows),
                 step_kernels=statistics.median(len(r[1]) for r in rows),
@@ -164,6 +168,9 @@ def main(argv=None) -> int:
     wm = la.load_model(str(systems.ct2_dir()))
     print(f"audio {len(samples) / 16000:.1f} s, mlx {la.backend.mx.__version__}, "
           f"torch {torch.__version__}, {torch.cuda.get_device_name()}", flush=True)
+    scratch = None if args.trace else tempfile.TemporaryDirectory()
+    folder = args.trace or Path(scratch.name)
+    folder.mkdir(parents=True, exist_ok=True)
     for name in args.configs:
         config = CONFIGS[name]
         for _ in range(args.warm):
@@ -177,8 +184,6 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             la.transcribe(samples, model=wm, **config)
             wall = time.perf_counter() - t
-        folder = args.trace or Path(tempfile.mkdtemp())
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"trace-{name}.json"
         prof.export_chrome_trace(str(path))
         events = json.loads(path.read_text()).get("traceEvents", [])
@@ -187,6 +192,8 @@ def main(argv=None) -> int:
             print(f"{name}: the profiler recorded no kernels (is MLX on the CUDA device?)")
         _print(f"{name} (profiled wall {wall:.3f} s, unprofiled "
                f"{', '.join(f'{w:.3f}' for w in walls)} s)", s)
+    if scratch is not None:
+        scratch.cleanup()
     return 0
 
 

@@ -62,14 +62,15 @@ def report(model: str | None = None, with_peers: bool = True, log=print) -> str:
     evaluation_b = datasets.evaluation_set_b()
     # peers run on the evaluation and real sets only: the calibration set is for our ablations
     held_out = []
-    for title, clips, others in (("Generated speech, EVALUATION set", evaluation, peer_list),
-                                 ("Generated speech, EVALUATION-B set", evaluation_b, peer_list),
-                                 ("Generated speech, CALIBRATION set", calibration, [])):
+    for title, clips, others, pooled_in in (
+            ("Generated speech, EVALUATION set", evaluation, peer_list, True),
+            ("Generated speech, EVALUATION-B set", evaluation_b, peer_list, True),
+            ("Generated speech, CALIBRATION set", calibration, [], False)):
         log(f"{title}: {len(clips)} clips, {sum(c.duration for c in clips):.0f} s")
         results = run_set(clips, wm, others, log)
         out += [f"#### {title} ({len(clips)} clips, {sum(c.duration for c in clips):.0f} s, "
                 f"{sum(len(c.words) for c in clips)} words)\n", table(results), ""]
-        if clips is not calibration:
+        if pooled_in:
             held_out.append(results)
     pooled = {name: [pair for results in held_out for pair in results[name]] for name in held_out[0]}
     out += ["#### Generated speech, both EVALUATION sets pooled (the goals' verdict)\n",
