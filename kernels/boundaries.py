@@ -100,6 +100,54 @@ def _nearest_pause(spans, t_left, t_right, reach_s):
 
 
 @njit(cache=True, nogil=True)
+def _long_pause_holding(spans, t0, t1):
+    """Index k of the pause (spans[k, 1], spans[k + 1, 0]) of at least `LONG_PAUSE_S` that holds
+    [t0, t1] wholly, or -1."""
+    for k in range(len(spans) - 1):
+        off, on = spans[k, 1], spans[k + 1, 0]
+        if off <= t0 and t1 <= on and on - off >= LONG_PAUSE_S:
+            return k
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def _runs_out_of_long_pauses(starts, ends, spans, min_word_s):
+    """In place: each run of words lying wholly in one pause of at least `LONG_PAUSE_S` between
+    two stretches of speech moves to the pause's nearer edge, each word `min_word_s` long: back
+    to where the speech before it stops (the word before giving way), or on to where it resumes
+    (the word after giving way), if that word keeps `min_word_s`. A run that starts the segment
+    only moves on, one that ends it only back (the speech on the other side is another
+    segment's), and a segment wholly in the pause stays. Such words have no speech of their own
+    where the attention put them: text the recognizer heard in a neighbour's sound, or nothing
+    (a hallucination); the nearer speech is the best guess, a pause is never right."""
+    n = len(starts)
+    i = 0
+    while i < n:
+        k = _long_pause_holding(spans, starts[i], ends[i])
+        if k < 0:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and _long_pause_holding(spans, starts[j + 1], ends[j + 1]) == k:
+            j += 1
+        off, on = spans[k, 1], spans[k + 1, 0]
+        length = (j - i + 1) * min_word_s
+        t = np.nan
+        if starts[i] - off <= on - ends[j]:
+            if i > 0 and off - length >= starts[i - 1] + min_word_s:
+                t = off - length
+                ends[i - 1] = min(ends[i - 1], t)
+        elif j < n - 1 and on + length <= ends[j + 1] - min_word_s:
+            t = on
+            starts[j + 1] = max(starts[j + 1], on + length)
+        if not np.isnan(t):
+            for q in range(i, j + 1):
+                starts[q] = t + (q - i) * min_word_s
+                ends[q] = starts[q] + min_word_s
+        i = j + 1
+
+
+@njit(cache=True, nogil=True)
 def snap_words(starts, ends, spans, reach_s, min_word_s):
     """Move one segment's word boundaries (seconds, words in order) to the edges of nearby pauses.
 
@@ -110,7 +158,9 @@ def snap_words(starts, ends, spans, reach_s, min_word_s):
     offset within reach, or out of the pause they lie in. A first or last word that lies
     wholly in a pause of at least `LONG_PAUSE_S` (the attention placed it in silence), in the
     half of it next to the speech after it / before it, becomes `min_word_s` long at that
-    onset / offset, the word next to it giving way. Returns new (starts, ends).
+    onset / offset, the word next to it giving way; so do runs of words wholly in such a pause
+    between two stretches of speech, to its nearer edge (`_runs_out_of_long_pauses`). Returns
+    new (starts, ends).
     """
     starts = starts.astype(np.float64)
     ends = ends.astype(np.float64)
@@ -126,6 +176,7 @@ def snap_words(starts, ends, spans, reach_s, min_word_s):
         if off > starts[i] + min_word_s and on < ends[i + 1] - min_word_s:
             ends[i] = off
             starts[i + 1] = on
+    _runs_out_of_long_pauses(starts, ends, spans, min_word_s)
     # first start: out of a pause, or back to an onset just before it
     j = -1
     for k in range(m):

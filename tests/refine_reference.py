@@ -62,6 +62,32 @@ def snap_words(starts: np.ndarray, ends: np.ndarray, spans: np.ndarray,
         # only when the pause lies between the two words' cores, never across a whole word
         if off > starts[i] + options.min_word_s and on < ends[i + 1] - options.min_word_s:
             ends[i], starts[i + 1] = off, on
+
+    def long_pause_holding(t0: float, t1: float) -> int:
+        held = (pauses[:, 0] <= t0) & (t1 <= pauses[:, 1]) & (pauses[:, 1] - pauses[:, 0] >= LONG_PAUSE_S)
+        return int(np.flatnonzero(held)[0]) if held.any() else -1
+
+    mw = options.min_word_s
+    i = 0
+    while i < n:  # runs of words wholly in a long pause: to its nearer edge
+        k = long_pause_holding(starts[i], ends[i])
+        if k < 0:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and long_pause_holding(starts[j + 1], ends[j + 1]) == k:
+            j += 1
+        off, on = pauses[k]
+        run = np.arange(j - i + 1) * mw
+        if starts[i] - off <= on - ends[j]:
+            if i > 0 and off - len(run) * mw >= starts[i - 1] + mw:
+                t = off - len(run) * mw
+                ends[i - 1] = min(ends[i - 1], t)
+                starts[i:j + 1], ends[i:j + 1] = t + run, t + run + mw
+        elif j < n - 1 and on + len(run) * mw <= ends[j + 1] - mw:
+            starts[j + 1] = max(starts[j + 1], on + len(run) * mw)
+            starts[i:j + 1], ends[i:j + 1] = on + run, on + run + mw
+        i = j + 1
     # first start: out of a pause, or back to an onset just before it
     inside = (onsets <= starts[0]) & (starts[0] < offsets)
     if inside.any():

@@ -141,6 +141,59 @@ def test_a_word_the_attention_put_inside_a_long_pause_goes_to_the_speech(paused_
     assert s[1] == 1.25 and e[1] == 1.35
 
 
+def test_words_the_attention_put_inside_a_long_pause_go_to_its_nearer_edge(paused_speech):
+    """Words with no speech of their own, placed wholly in the 1.5 s pause (evaluation-b's clip
+    evalb0: a hallucinated "I mean..." 0.2 s into a 2.1 s pause): near the pause's start they
+    go back to the offset, near its end on to the onset, each `min_word_s` long and in order,
+    the neighbour giving way; the numpy formulation agrees."""
+    from tests import refine_reference as ref
+
+    w = paused_speech.words  # good(0) morning(1) everyone(2) | pause | let(3) us(4) begin(5)
+    spans = speech_spans(paused_speech.audio, 0.0, paused_speech.duration)
+    off, on = w[2].end, w[3].start
+    mw = RefineOptions().min_word_s
+    cases = []
+    # two words 0.2 s into the pause, between "everyone" and "let"
+    starts = np.array([w[0].start, w[1].start, w[2].start, off + 0.2, off + 0.24, w[3].start])
+    ends = np.array([w[1].start, w[2].start, off, off + 0.24, off + 0.28, w[3].end])
+    s, e = snap_words(starts, ends, spans, RefineOptions())
+    assert abs(e[4] - off) <= 0.02 and np.allclose(e[3:5] - s[3:5], mw)
+    assert s[4] == e[3] and e[2] <= s[3] and e[2] > s[2] + mw
+    cases.append((starts, ends))
+    # one word 0.15 s before the pause ends: on to the onset, "let" starting after it
+    starts = np.array([w[1].start, w[2].start, on - 0.15, w[4].start])
+    ends = np.array([w[2].start, off, on - 0.12, w[4].end])
+    s, e = snap_words(starts, ends, spans, RefineOptions())
+    assert abs(s[2] - on) <= 0.02 and abs(e[2] - s[2] - mw) < 1e-9 and s[3] >= e[2]
+    cases.append((starts, ends))
+    # the same two words ending the segment (evalb0's segment ends "... map, I mean..."): back
+    starts = np.array([w[1].start, w[2].start, off + 0.2, off + 0.24])
+    ends = np.array([w[2].start, off, off + 0.24, off + 0.28])
+    s, e = snap_words(starts, ends, spans, RefineOptions())
+    assert abs(e[3] - off) <= 0.02 and s[3] == e[2] and e[1] <= s[2]
+    cases.append((starts, ends))
+    # ... but a segment's first word near the pause's start stays, and so does its last word
+    # near the pause's end (the speech beyond is another segment's)
+    starts, ends = np.array([off + 0.2, w[3].start]), np.array([off + 0.3, w[3].end])
+    s, e = snap_words(starts, ends, spans, RefineOptions())
+    assert (s[0], e[0]) == (starts[0], ends[0])
+    cases.append((starts, ends))
+    starts, ends = np.array([w[2].start, on - 0.2]), np.array([off, on - 0.1])
+    s, e = snap_words(starts, ends, spans, RefineOptions())
+    assert (s[1], e[1]) == (starts[1], ends[1])
+    cases.append((starts, ends))
+    # the word before has no room to give: nothing moves
+    starts = np.array([off - 0.05, off + 0.2, w[3].start])
+    ends = np.array([off + 0.2, off + 0.3, w[3].end])
+    s, e = snap_words(starts, ends, spans, RefineOptions())
+    assert s[1] == off + 0.2
+    cases.append((starts, ends))
+    for case in cases:
+        got, want = snap_words(*case, spans, RefineOptions()), ref.snap_words(*case, spans, RefineOptions())
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
 def test_a_refilled_buffer_is_a_new_recording(paused_speech):
     """Envelopes are remembered per recording: the same array refilled with other audio must
     not reuse the old one."""
