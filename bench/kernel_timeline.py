@@ -11,8 +11,10 @@ profiled and unprofiled wall, the decoding steps (`CompiledStep.choose` calls, e
 the trace), the kernels and their busy time (the union of kernel intervals, so overlapping
 streams count once), the share of the decoding loop's wall the device is busy, kernels and
 busy microseconds per step, the idle gaps between kernels, the kernels that take the most
-time, and the CUDA API calls on the host that take the most time. `--trace DIR` also writes
-each run's Chrome trace (open it in Perfetto). Needs a CUDA device and PyTorch built for it.
+time, the CUDA API calls on the host that take the most time, and the kernels grouped by the
+marked host call that launched them (`--mark`; the steps, shrinks and attention collection by
+default). `--trace DIR` also writes each run's Chrome trace (open it in Perfetto). Needs a
+CUDA device and PyTorch built for it.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from __future__ import annotations
 import argparse
 import bisect
 import collections
+import importlib
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +34,12 @@ from .throughput import load_samples
 
 CONFIGS = {"seg": dict(keep_attention=False), "capture": {}, "words": dict(word_timestamps=True)}
 STEP = "la_step"  # the name of the range marked around each decoding step
+# Host calls also marked (`--mark`): each kernel is counted under the innermost marked call that
+# launched it (`by_launcher`), so work queued outside the steps says where it comes from.
+MARKS = ("lightning_align.model:DecoderState.select", "lightning_align.capture:AttentionProbe.open",
+         "lightning_align.capture:AttentionProbe._close",
+         "lightning_align.capture:AttentionProbe._entries",
+         "lightning_align.capture:AttentionProbe._scores")
 
 
 def union_us(intervals: list[tuple[float, float]]) -> float:
@@ -78,6 +86,37 @@ def _regular_steps(steps: list[dict], kernels: list[dict], api: list[dict]) -> d
                 step_api_us=statistics.median(sum(e["dur"] for e in r[2]) for r in rows))
 
 
+def by_launcher(kernels: list[dict], api: list[dict], marks: list[dict]) -> dict[str, dict]:
+    """Kernels grouped by the innermost marked host range (`user_annotation` events) holding the
+    CUDA call that launched them (matched by the `correlation` id CUPTI gives both; a graph's
+    kernels carry its launch's), "unmarked" when none: {mark: {kernels, ms, top: [(name, grid,
+    count, ms)]}}. Kernels whose launch was not recorded count as "unknown"."""
+    launched = {e["args"]["correlation"]: e["ts"] for e in api
+                if "correlation" in e.get("args", {})}
+    ranges = sorted(((m["ts"], m["ts"] + m["dur"], m["name"]) for m in marks), key=lambda r: r[0])
+    starts = [lo for lo, _, _ in ranges]
+    groups: dict[str, dict] = collections.defaultdict(lambda: collections.defaultdict(list))
+    for k in kernels:
+        at = launched.get(k.get("args", {}).get("correlation"))
+        name = "unknown"
+        if at is not None:
+            name = "unmarked"
+            # innermost: the latest-starting range that still holds the launch
+            for lo, hi, mark in reversed(ranges[:bisect.bisect_right(starts, at)]):
+                if at < hi:
+                    name = mark
+                    break
+        grid = tuple(k.get("args", {}).get("grid", ()))
+        groups[name][(k["name"][:70], grid)].append(k["dur"])
+    out = {}
+    for name, kinds in groups.items():
+        ranked = sorted(kinds.items(), key=lambda kv: -sum(kv[1]))
+        out[name] = dict(kernels=sum(len(d) for d in kinds.values()),
+                         ms=sum(sum(d) for d in kinds.values()) / 1e3,
+                         top=[(n, list(g), len(d), sum(d) / 1e3) for (n, g), d in ranked[:4]])
+    return out
+
+
 def summarize(events: list[dict], top: int = 12) -> dict:
     """Figures of one Chrome trace's events (`ts` / `dur` in microseconds): kernels, memory
     copies, the marked steps, and CUDA API calls (`cuda_runtime` / `cuda_driver`)."""
@@ -121,18 +160,25 @@ def summarize(events: list[dict], top: int = 12) -> dict:
         by_api[e["name"]].append(e["dur"])
     out["top_api"] = [(name, len(d), sum(d) / 1e3)
                       for name, d in sorted(by_api.items(), key=lambda kv: -sum(kv[1]))[:top]]
+    marks = [e for e in events if e.get("cat") == "user_annotation" and "ts" in e and "dur" in e]
+    out["by_launcher"] = by_launcher(kernels, api, marks)
     return out
 
 
 def _print(name: str, s: dict) -> None:
     head = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()
-            if k not in ("top_kernels", "top_api")}
+            if k not in ("top_kernels", "top_api", "by_launcher")}
     print(f"{name}:", head, flush=True)
     for label, rows, fmt in (("kernels", s.get("top_kernels", []), "{1:6d} x {2:9.3f} ms  med {3:7.1f} us  {0}"),
                              ("API", s.get("top_api", []), "{1:6d} x {2:9.3f} ms  {0}")):
         print(f"  top {label} by total time:")
         for row in rows:
             print("   ", fmt.format(*row))
+    print("  kernels by the marked host call that launched them:")
+    for mark, g in sorted(s.get("by_launcher", {}).items(), key=lambda kv: -kv[1]["ms"]):
+        print(f"    {mark}: {g['kernels']} kernels, {g['ms']:.3f} ms")
+        for kernel, grid, count, ms in g["top"]:
+            print(f"      {count:6d} x {ms:9.3f} ms  grid {grid}  {kernel}")
 
 
 def main(argv=None) -> int:
@@ -143,6 +189,8 @@ def main(argv=None) -> int:
     p.add_argument("--warm", type=int, default=2, help="unmeasured runs per configuration first")
     p.add_argument("--rounds", type=int, default=3, help="unprofiled timed runs per configuration")
     p.add_argument("--trace", type=Path, default=None, help="write each Chrome trace here")
+    p.add_argument("--mark", nargs="*", default=list(MARKS),
+                   help="host calls (module:Class.method) whose launched kernels are counted apart")
     args = p.parse_args(argv)
     try:
         import torch
@@ -154,13 +202,20 @@ def main(argv=None) -> int:
 
     import lightning_align as la
 
-    model_mod = sys.modules["lightning_align.model"]
-    choose = model_mod.CompiledStep.choose
+    def mark(target: str, label: str) -> None:
+        module, _, attr = target.partition(":")
+        owner_name, _, method = attr.rpartition(".")
+        owner = getattr(importlib.import_module(module), owner_name)
+        inner = getattr(owner, method)
 
-    def marked(self, *a, **k):
-        with record_function(STEP):
-            return choose(self, *a, **k)
-    model_mod.CompiledStep.choose = marked
+        def marked(*a, **k):
+            with record_function(label):
+                return inner(*a, **k)
+        setattr(owner, method, marked)
+
+    mark("lightning_align.model:CompiledStep.choose", STEP)
+    for target in args.mark:
+        mark(target, target.partition(":")[2])
 
     samples = load_samples(args.audio)
     if args.seconds:

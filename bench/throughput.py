@@ -41,11 +41,12 @@ def load_samples(path: str, tile: int = 1) -> np.ndarray:
 def machine() -> dict:
     import mlx.core as mx
 
+    from lightning_align import model
     from lightning_align.backend import BLAS_LIBRARY, gpu_available
 
     info = {"python": platform.python_version(), "mlx": mx.__version__,
             "device": "gpu" if gpu_available() else "cpu", "cpu": platform.processor() or platform.machine(),
-            "blas": BLAS_LIBRARY}
+            "blas": BLAS_LIBRARY, "cache_write": model.CACHE_WRITE}
     try:
         import subprocess
 

@@ -13,6 +13,7 @@ the cross-attention queries of the heads the probe asks for (see `capture.py`).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from functools import partial
 
@@ -147,6 +148,34 @@ def cross_attention(q: mx.array, keys: mx.array, values: mx.array, scale: float)
     if keys.shape[-1] == values.shape[-1]:
         return mx.fast.scaled_dot_product_attention(q, keys, values, scale=scale)
     return mx.softmax((q * scale) @ keys, axis=-1) @ values
+
+
+# How the compiled step writes a token's keys, values and recorded queries into their buffers:
+# "slice" (MLX's slice update) or "scatter" (`write_at`). Read when a step is traced, so set it
+# before a model's first step; the environment variable lets a benchmark compare the two in
+# separate processes with the same command (bench/ab_cache_write.sh).
+CACHE_WRITE = os.environ.get("LIGHTNING_ALIGN_CACHE_WRITE", "slice")
+if CACHE_WRITE not in ("slice", "scatter"):
+    raise ValueError(f"LIGHTNING_ALIGN_CACHE_WRITE={CACHE_WRITE!r}: use slice or scatter")
+
+
+def write_at(buffer: mx.array, update: mx.array, position: mx.array, axis: int) -> mx.array:
+    """`buffer` with `update` (size 1 along `axis`, the buffer's size along the others) written at
+    index `position` (an int32 array, so that one compiled graph serves every step) of `axis`.
+
+    MLX's CUDA slice update at a position given as an array sizes its copy kernel by the whole
+    output: writing one token (24,576 values for 64 rows of tiny.en) into a 64 x 6 x 448 x 64
+    cache launches 10,752 blocks of 1,024 threads, 8 of them a step, the largest kernel of a
+    decoding step (~50 us each on an H100, `bench.kernel_timeline`). A scatter
+    (`mx.put_along_axis`, `CACHE_WRITE = "scatter"`) launches threads over the update only and
+    writes the same values; whether that shortens a GPU step's wall, whose host side is longer
+    than its kernels, is not measured yet, so the slice update stays the default. On a CPU the
+    scatter made a transcription ~12 % slower.
+    """
+    if CACHE_WRITE == "slice":
+        return mx.slice_update(buffer, update, position, axes=(axis,))
+    index = mx.broadcast_to(position.astype(mx.int32).reshape((1,) * update.ndim), update.shape)
+    return mx.put_along_axis(buffer, index, update, axis=axis)
 
 
 class DecoderState:
@@ -326,8 +355,8 @@ class CompiledStep:
     """One decoding step (one token per row) as a compiled MLX graph.
 
     Shapes are fixed: attention runs over the whole preallocated cache with a mask up to the
-    current position, and the new keys/values go in with `slice_update` at a position given as
-    an array, so one compilation serves every step of every batch of the same size. Fusing the
+    current position, and the new keys/values go in at a position given as an array
+    (`write_at`), so one compilation serves every step of every batch of the same size. Fusing the
     layer norms, GELUs and residual adds, and building the graph once instead of per step, is
     what makes batched decoding fast on a GPU, where a step is a few hundred small kernels.
     With `probe_layers`, the step also writes, for each probed layer in layer order, its
@@ -376,8 +405,8 @@ class CompiledStep:
             k = self._apply(sa.key, h).reshape(b, sa.n_head, 1, -1)
             v = self._apply(sa.value, h).reshape(b, sa.n_head, 1, -1)
             scale = q.shape[-1] ** -0.5
-            kc = mx.slice_update(keys[i], k, offset, axes=(2,))
-            vc = mx.slice_update(values[i], v, offset, axes=(2,))
+            kc = write_at(keys[i], k, offset, 2)
+            vc = write_at(values[i], v, offset, 2)
             new_keys.append(kc)
             new_values.append(vc)
             attended = mx.fast.scaled_dot_product_attention(q, kc, vc, scale=scale, mask=mask)
@@ -391,8 +420,7 @@ class CompiledStep:
                 queries.append(projected[:, None])
             x = x + self._apply(block.mlp2, nn.gelu(self._apply(block.mlp1, block.mlp_ln(x))))
         logits = (d.ln(x) @ self.projection).astype(mx.float32)
-        written = [mx.slice_update(buf, q, offset - base, axes=(1,))
-                   for buf, q in zip(record, queries)]
+        written = [write_at(buf, q, offset - base, 1) for buf, q in zip(record, queries)]
         return (logits, new_keys, new_values, *written)
 
     def _step_choose(self, special, tokens, alive, rules, offset, key, temperature, starts, keys,

@@ -42,3 +42,30 @@ def test_summary_of_a_two_step_loop():
 
 def test_summary_without_device_work_says_so():
     assert summarize([]) == dict(kernels=0, copies=0, steps=0)
+
+
+def test_kernels_are_counted_under_the_innermost_marked_call_that_launched_them():
+    # A step [0, 50) launches a graph (two kernels, one correlation id); a collection [100, 200)
+    # holds a close [120, 140) that launches one copy, and itself launches a gather; one
+    # kernel's launch falls in no mark, another's was not recorded.
+    def launch(ts, corr):
+        return {"cat": "cuda_driver", "name": "cuGraphLaunch", "ph": "X", "ts": ts, "dur": 2,
+                "args": {"correlation": corr}}
+
+    def kernel(name, ts, dur, corr, grid=(1, 1, 1)):
+        return {"cat": "kernel", "name": name, "ph": "X", "ts": ts, "dur": dur,
+                "args": {"correlation": corr, "grid": list(grid)}}
+
+    events = [{"cat": "user_annotation", "name": STEP, "ph": "X", "ts": 0, "dur": 50},
+              {"cat": "user_annotation", "name": "collect", "ph": "X", "ts": 100, "dur": 100},
+              {"cat": "user_annotation", "name": "close", "ph": "X", "ts": 120, "dur": 20},
+              launch(10, 1), launch(125, 2), launch(150, 3), launch(300, 4),
+              kernel("gemv", 20, 5, 1), kernel("sdpa", 26, 7, 1), kernel("copy", 130, 40, 2, (8, 1, 1)),
+              kernel("gather", 180, 10, 3), kernel("late", 310, 1, 4), kernel("lost", 400, 1, 99)]
+    g = summarize(events)["by_launcher"]
+    assert {k: (v["kernels"], v["ms"]) for k, v in g.items()} == {
+        STEP: (2, pytest.approx(0.012)), "close": (1, pytest.approx(0.04)),
+        "collect": (1, pytest.approx(0.01)), "unmarked": (1, pytest.approx(0.001)),
+        "unknown": (1, pytest.approx(0.001))}
+    assert g["close"]["top"] == [("copy", [8, 1, 1], 1, pytest.approx(0.04))]
+    assert [row[0] for row in g[STEP]["top"]] == ["sdpa", "gemv"]

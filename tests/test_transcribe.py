@@ -954,11 +954,40 @@ def test_token_log_sorts_rows_and_copies_each_step_once():
     assert log.of(2)[0] == [7, 10]
 
 
-def test_compiled_step_matches_the_decoder_step_and_records_its_queries(model):
+def test_write_at_equals_a_slice_update(monkeypatch):
+    """Both ways the compiled step writes a token into its buffers (`model.write_at`), compiled
+    and not, give the slice update's array, at both ends of the buffer and along either axis."""
+    from lightning_align import model as model_mod
+
+    rng = np.random.default_rng(8)
+    for shape, axis in (((3, 6, 448, 64), 2), ((3, 17, 384), 1)):
+        buffer = mx.array(rng.standard_normal(shape).astype(np.float16))
+        update_shape = list(shape)
+        update_shape[axis] = 1
+        update = mx.array(rng.standard_normal(update_shape).astype(np.float16))
+        for at in (0, 5, shape[axis] - 1):
+            position = mx.array(at, dtype=mx.int32)
+            want = np.asarray(mx.slice_update(buffer, update, position, axes=(axis,)))
+            for how in ("slice", "scatter"):
+                monkeypatch.setattr(model_mod, "CACHE_WRITE", how)
+                plain = model_mod.write_at(buffer, update, position, axis)
+                compiled = mx.compile(lambda b, u, p: model_mod.write_at(b, u, p, axis))(
+                    buffer, update, position)
+                np.testing.assert_array_equal(np.asarray(plain), want)
+                np.testing.assert_array_equal(np.asarray(compiled), want)
+
+
+@pytest.mark.parametrize("cache_write", ["slice", "scatter"])
+def test_compiled_step_matches_the_decoder_step_and_records_its_queries(model, monkeypatch,
+                                                                         cache_write):
     """The compiled one-token step (what every batch decodes with) against the decoder's plain
     step (`nn.Linear`s, cache sliced to the position): logits, caches and the probe's recorded
-    cross-attention query projections over several steps, rows starting from different tokens."""
+    cross-attention query projections over several steps, rows starting from different tokens;
+    with either way of writing the caches (`model.write_at`)."""
+    from lightning_align import model as model_mod
     from lightning_align.model import CompiledStep
+
+    monkeypatch.setattr(model_mod, "CACHE_WRITE", cache_write)
 
     rng = np.random.default_rng(3)
     decoder, b = model.model.decoder, 3
