@@ -100,6 +100,15 @@ def _nearest_pause(spans, t_left, t_right, reach_s):
 
 
 @njit(cache=True, nogil=True)
+def _speech_in(spans, t0, t1):
+    """Seconds of speech (`spans`) inside [t0, t1]."""
+    total = 0.0
+    for k in range(len(spans)):
+        total += max(0.0, min(t1, spans[k, 1]) - max(t0, spans[k, 0]))
+    return total
+
+
+@njit(cache=True, nogil=True)
 def _long_pause_holding(spans, t0, t1):
     """Index k of the pause (spans[k, 1], spans[k + 1, 0]) of at least `LONG_PAUSE_S` that holds
     [t0, t1] wholly, or -1."""
@@ -148,14 +157,15 @@ def _runs_out_of_long_pauses(starts, ends, spans, min_word_s):
 
 
 @njit(cache=True, nogil=True)
-def snap_words(starts, ends, spans, reach_s, min_word_s):
+def snap_words(starts, ends, spans, reach_s, min_word_s, max_speech_moved):
     """Move one segment's word boundaries (seconds, words in order) to the edges of nearby pauses.
 
     spans: (n, 2) speech intervals (`speech_spans`). A boundary between two words that lies in
     a pause or within `reach_s` of one becomes the pause's edges (the earlier word ends where the
     speech stops, the next starts where it resumes), unless that would cut into either word's
-    first / last `min_word_s`; the first start and the last end move to the nearest onset /
-    offset within reach, or out of the pause they lie in. A first or last word that lies
+    first / last `min_word_s`, or hand more than `max_speech_moved` of either word's speech
+    (the spans inside its span) to the other; the first start and the last end move to the
+    nearest onset / offset within reach, or out of the pause they lie in. A first or last word that lies
     wholly in a pause of at least `LONG_PAUSE_S` (the attention placed it in silence), in the
     half of it next to the speech after it / before it, becomes `min_word_s` long at that
     onset / offset, the word next to it giving way; so do runs of words wholly in such a pause
@@ -174,6 +184,13 @@ def snap_words(starts, ends, spans, reach_s, min_word_s):
             continue
         off, on = spans[k, 1], spans[k + 1, 0]
         if off > starts[i] + min_word_s and on < ends[i + 1] - min_word_s:
+            # a pause within reach but past most of a word's own speech is a quiet stretch
+            # inside that word (a stop closure, a weak fricative in noise), not its edge
+            lost_i = _speech_in(spans, off, ends[i])
+            lost_j = _speech_in(spans, starts[i + 1], on)
+            if (lost_i > max_speech_moved * _speech_in(spans, starts[i], ends[i]) + 1e-9
+                    or lost_j > max_speech_moved * _speech_in(spans, starts[i + 1], ends[i + 1]) + 1e-9):
+                continue
             ends[i] = off
             starts[i + 1] = on
     _runs_out_of_long_pauses(starts, ends, spans, min_word_s)

@@ -168,7 +168,7 @@ def _ceil_frame(t, hop):
 @njit(cache=True, nogil=True)
 def _refine(starts0, ends0, db, fine_db, n_samples, refine, dips, speech_db, below_peak_db,
             floor_percentile, min_pause_s, reach_s, min_word_s, context_s, dip_reach_s,
-            dip_tolerance_db, dip_half_s):
+            dip_tolerance_db, dip_half_s, max_speech_moved):
     """`align._refine` on one segment's kept words: -> new (starts, ends)."""
     duration = n_samples / SAMPLE_RATE
     starts, ends = starts0, ends0
@@ -180,7 +180,7 @@ def _refine(starts0, ends0, db, fine_db, n_samples, refine, dips, speech_db, bel
         k1 = min(len(db), max(k0, _ceil_frame(t1, LEVEL_HOP_S)))
         spans = speech_spans(db[k0:k1], k0 * LEVEL_HOP_S, LEVEL_HOP_S, floor_percentile,
                              speech_db, below_peak_db, min_pause_s)
-        starts, ends = snap_words(starts0, ends0, spans, reach_s, min_word_s)
+        starts, ends = snap_words(starts0, ends0, spans, reach_s, min_word_s, max_speech_moved)
     if dips and n >= 2:
         fixed = np.empty(n - 1, np.bool_)
         for i in range(n - 1):
@@ -279,7 +279,7 @@ def onepass_words(scores16, score_at, log_norm, norm_at, shapes, n_heads, heads,
         no onset costs and no refinement); db / fine_db: its 10 ms / 5 ms levels
         (`refine.Envelope`); n_samples: its length.
     params: refine options (speech_db, below_peak_db, floor_percentile, min_pause_s, reach_s,
-        min_word_s, context_s, dip_reach_s, dip_tolerance_db, dip half window).
+        min_word_s, context_s, dip_reach_s, dip_tolerance_db, dip half window, max_speech_moved).
     Writes word_start / word_end / word_prob (per word; times meaningful where kept; the
     probability is the mean of the word's tokens'), seg_bounds[s] (start, end after the
     heuristics and refinement) and status[s]: 0 aligned, 1 no text, 2 NaN or inf in the
@@ -373,7 +373,7 @@ def _one_segment(s, scores16, score_at, log_norm, norm_at, shapes, n_heads, head
     if len(kept) > 0 and (refine or dips) and has_signal:
         new_s, new_e = _refine(starts[kept], ends[kept], db, fine_db, n_samples, refine, dips,
                                params[0], params[1], params[2], params[3], params[4],
-                               params[5], params[6], params[7], params[8], params[9])
+                               params[5], params[6], params[7], params[8], params[9], params[10])
         for j in range(len(kept)):
             starts[kept[j]] = new_s[j]
             ends[kept[j]] = new_e[j]

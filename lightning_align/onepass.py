@@ -150,7 +150,7 @@ def _align_group(plans: list[Plan], width: int, heuristics: bool, onset_cost: fl
     params = np.array([ropts.speech_db, ropts.below_peak_db, ropts.floor_percentile,
                        ropts.min_pause_s, ropts.reach_s, ropts.min_word_s, ropts.context_s,
                        ropts.dip_reach_s, ropts.dip_tolerance_db,
-                       ropts.dip_window_s / 2 if ropts.dip_edges else 0.0])
+                       ropts.dip_window_s / 2 if ropts.dip_edges else 0.0, ropts.max_speech_moved])
     empty = np.zeros(0, np.float32)
     _run_kernel(
         s, scores16, score_at, log_norm, norm_at, shapes, n_heads, heads, hw, np.float32(hw.sum()),

@@ -54,13 +54,21 @@ def snap_words(starts: np.ndarray, ends: np.ndarray, spans: np.ndarray,
         k = int(np.argmin(gap))
         return k if gap[k] <= reach else -1
 
+    def speech_in(t0: float, t1: float) -> float:
+        return float(np.maximum(0.0, np.minimum(t1, offsets) - np.maximum(t0, onsets)).sum())
+
     for i in range(n - 1):
         k = nearest_pause(min(ends[i], starts[i + 1]), max(ends[i], starts[i + 1]))
         if k < 0:
             continue
         off, on = pauses[k]
-        # only when the pause lies between the two words' cores, never across a whole word
+        # only when the pause lies between the two words' cores, never across a whole word,
+        # and hands neither word's speech to the other beyond `max_speech_moved` of it
         if off > starts[i] + options.min_word_s and on < ends[i + 1] - options.min_word_s:
+            share = options.max_speech_moved
+            if (speech_in(off, ends[i]) > share * speech_in(starts[i], ends[i]) + 1e-9
+                    or speech_in(starts[i + 1], on) > share * speech_in(starts[i + 1], ends[i + 1]) + 1e-9):
+                continue
             ends[i], starts[i + 1] = off, on
 
     def long_pause_holding(t0: float, t1: float) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -139,6 +141,30 @@ def test_a_word_the_attention_put_inside_a_long_pause_goes_to_the_speech(paused_
     short = np.array([[0.0, 1.0], [1.6, 2.0]])  # a 0.6 s pause
     s, e = snap_words(np.array([0.2, 1.25]), np.array([1.25, 1.35]), short, opts)
     assert s[1] == 1.25 and e[1] == 1.35
+
+
+def test_a_quiet_stretch_inside_a_word_does_not_take_the_boundary_before_it():
+    """evaluation-b's "garden gate" (20 dB): the DTW put the boundary at the truth, 12.01 s, and
+    a 40 ms closure inside "gate" lay 0.18 s later, within reach; snapping to it handed 0.18 s
+    of "gate"'s 0.24 s of speech to "garden" (start +220 ms). A boundary moves to a pause only
+    if neither word loses more than `max_speech_moved` of its speech; a boundary 50 ms before
+    a real pause still moves (the next word loses 50 ms of its 0.45 s)."""
+    from tests import refine_reference as ref
+
+    opts = RefineOptions()
+    closure = np.array([[0.0, 0.98], [1.02, 2.0]])
+    starts, ends = np.array([0.5, 0.8]), np.array([0.8, 1.1])
+    for o in (opts, replace(opts, max_speech_moved=1.0)):
+        got, want = snap_words(starts, ends, closure, o), ref.snap_words(starts, ends, closure, o)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    s, e = snap_words(starts, ends, closure, opts)
+    assert (e[0], s[1]) == (0.8, 0.8)
+    s, e = snap_words(starts, ends, closure, replace(opts, max_speech_moved=1.0))
+    assert (e[0], s[1]) == (0.98, 1.02)  # without the check: the closure's edges
+    pause = np.array([[0.0, 1.0], [1.5, 2.0]])
+    s, e = snap_words(np.array([0.5, 0.95]), np.array([0.95, 1.9]), pause, opts)
+    assert (e[0], s[1]) == (1.0, 1.5)
 
 
 def test_words_the_attention_put_inside_a_long_pause_go_to_its_nearer_edge(paused_speech):
