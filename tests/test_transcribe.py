@@ -1020,3 +1020,42 @@ def test_compiled_step_matches_the_decoder_step_and_records_its_queries(model, m
             scale = heads.shape[-1] ** -0.5
             np.testing.assert_allclose(heads[:, np.asarray(probe[layer])] * scale, queries, atol=1e-5)
         tokens = mx.array(np.asarray(logits).argmax(-1)[:, None].astype(np.int32))
+
+
+def test_probe_entries_keep_each_rows_steps_in_order():
+    """`AttentionProbe._entries` over two runs (the batch shrank between them): sorted stably by
+    row id, as `_scores` sorts them, each row's entries are its recorded steps in order, its
+    picked heads scaled; finished rows' steps (-1) and steps never written are left out."""
+    from lightning_align.capture import AttentionProbe
+
+    n_head, n_state = 4, 16  # head width 4
+    pairs = ((0, 1), (0, 3), (2, 2))
+    probe = AttentionProbe(pairs, n_head, n_state)
+    rng = np.random.default_rng(5)
+    written = {}  # row id -> the (n_state,) projections of its steps, per layer, in order
+
+    def run(rows, alive_per_step, steps_room):
+        probe.open(len(rows), 0, steps_room, mx.float32)
+        values = [rng.standard_normal((len(rows), steps_room, n_state)).astype(np.float32)
+                  for _ in probe._order]
+        probe.buffers = tuple(mx.array(v) for v in values)
+        for t, alive in enumerate(alive_per_step):
+            probe.record(np.asarray(rows), np.asarray(alive))
+            for k, r in enumerate(rows):
+                if alive[k]:
+                    written.setdefault(r, []).append([v[k, t] for v in values])
+
+    run([0, 1, 2], [[1, 1, 1], [1, 0, 1], [1, 0, 1]], 5)
+    run([0, 2], [[1, 1], [0, 1]], 4)
+    ids, parts = probe._entries()
+    queries = np.concatenate([np.asarray(p) for p in parts])
+    order = np.argsort(ids, kind="stable")
+    ids, queries = ids[order], queries[order]
+    for r in range(3):
+        got = queries[ids == r]
+        want = np.stack([
+            np.concatenate([layer.reshape(n_head, -1)[np.asarray(probe.layers[lay])]
+                            for layer, lay in zip(step, probe._order)]) * 0.5
+            for step in written[r]])
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert sorted(set(ids.tolist()) - {-1}) == [0, 1, 2]
