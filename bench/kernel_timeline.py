@@ -205,8 +205,12 @@ def main(argv=None) -> int:
     def mark(target: str, label: str) -> None:
         module, _, attr = target.partition(":")
         owner_name, _, method = attr.rpartition(".")
-        owner = getattr(importlib.import_module(module), owner_name)
-        inner = getattr(owner, method)
+        try:
+            owner = getattr(importlib.import_module(module), owner_name)
+            inner = getattr(owner, method)
+        except (ImportError, AttributeError, ValueError) as e:
+            raise SystemExit(f"--mark {target}: not found ({e}); give module:Class.method, "
+                             "e.g. lightning_align.capture:AttentionProbe.open")
 
         def marked(*a, **k):
             with record_function(label):

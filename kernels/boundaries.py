@@ -165,12 +165,12 @@ def snap_words(starts, ends, spans, reach_s, min_word_s, max_speech_moved):
     speech stops, the next starts where it resumes), unless that would cut into either word's
     first / last `min_word_s`, or hand more than `max_speech_moved` of either word's speech
     (the spans inside its span) to the other; the first start and the last end move to the
-    nearest onset / offset within reach, or out of the pause they lie in. A first or last word that lies
-    wholly in a pause of at least `LONG_PAUSE_S` (the attention placed it in silence), in the
-    half of it next to the speech after it / before it, becomes `min_word_s` long at that
-    onset / offset, the word next to it giving way; so do runs of words wholly in such a pause
-    between two stretches of speech, to its nearer edge (`_runs_out_of_long_pauses`). Returns
-    new (starts, ends).
+    nearest onset / offset within reach, or out of the pause they lie in. A first or last word
+    that lies wholly in a pause of at least `LONG_PAUSE_S` (the attention placed it in
+    silence), in the half of it next to the speech after it / before it, becomes `min_word_s`
+    long at that onset / offset, the word next to it giving way; so do runs of words wholly in
+    such a pause between two stretches of speech, to its nearer edge
+    (`_runs_out_of_long_pauses`). Returns new (starts, ends).
     """
     starts = starts.astype(np.float64)
     ends = ends.astype(np.float64)

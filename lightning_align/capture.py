@@ -142,8 +142,8 @@ class AttentionProbe:
     def _entries(self, closed_only: bool = False) -> tuple[np.ndarray, list[mx.array]]:
         """All steps' row ids (N,) and scaled queries of the probed heads, parts of (n, heads,
         D), each row's steps in order: the recorded steps of each run split into heads, picked
-        and scaled at once. `closed_only`: leave the open buffers alone (steps may still be writing
-        them) and read only the runs closed before."""
+        and scaled at once. `closed_only`: leave the open buffers alone (steps may still be
+        writing them) and read only the runs closed before."""
         if not closed_only:
             self._close()
         ids = [r for r, _ in self._steps]
@@ -154,8 +154,8 @@ class AttentionProbe:
                 continue
             # batch row by batch row, each row's steps in order (as the buffers hold them):
             # `_scores` sorts the entries by row id stably, so a row's steps stay in order,
-            # and the picked heads need no transpose (on a GPU, one strided copy of every
-            # run's queries per layer, each a kernel of a few blocks running ~0.2 ms)
+            # and the picked heads need no transpose to step order (a strided copy of each
+            # run's queries per layer)
             ids.append(np.stack(run.marks, axis=1).reshape(-1))
             if run.queries is None:  # a closed run's buffers never change: picked once
                 picked = []
