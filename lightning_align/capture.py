@@ -54,12 +54,13 @@ class _Run:
     per step, the original row id of each batch row (-1: finished, its scores unused), and,
     once closed and read, its steps' picked and scaled queries (`AttentionProbe._entries`)."""
 
-    __slots__ = ("marks", "buffers", "queries")
+    __slots__ = ("marks", "buffers", "queries", "ids")
 
     def __init__(self):
         self.marks: list[np.ndarray] = []
         self.buffers: tuple[mx.array, ...] = ()
         self.queries: mx.array | None = None
+        self.ids: np.ndarray | None = None  # the row id of each of `queries`' entries
 
 
 class AttentionProbe:
@@ -156,8 +157,8 @@ class AttentionProbe:
             # `_scores` sorts the entries by row id stably, so a row's steps stay in order,
             # and the picked heads need no transpose to step order (a strided copy of each
             # run's queries per layer)
-            ids.append(np.stack(run.marks, axis=1).reshape(-1))
             if run.queries is None:  # a closed run's buffers never change: picked once
+                run.ids = np.stack(run.marks, axis=1).reshape(-1)
                 picked = []
                 for buf, layer in zip(run.buffers, self._order):
                     b, steps = buf.shape[:2]
@@ -165,6 +166,7 @@ class AttentionProbe:
                     picked.append(p.reshape(b * n, p.shape[2], p.shape[3]))
                 heads = mx.concatenate(picked, axis=1)
                 run.queries = heads * heads.shape[-1] ** -0.5
+            ids.append(run.ids)
             parts.append(run.queries)
         return (np.concatenate(ids) if ids else np.zeros(0, int)), parts
 
